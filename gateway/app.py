@@ -1,0 +1,48 @@
+"""create_app(settings): the Starlette application and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.http import responses
+from gateway.http.routes import ROUTES
+from gateway.metrics import Metrics
+from gateway.repository.registry import ModelRegistry
+from gateway.service import InferenceService
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        metrics = Metrics()
+        async with AsyncExitStack() as stack:
+            registry = await stack.enter_async_context(
+                ModelRegistry(settings.model_repository, observer=metrics)
+            )
+            yield {
+                "service": InferenceService(registry),
+                "metrics": metrics,
+                "max_body_bytes": settings.max_body_bytes,
+            }
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: responses.http_exception,
+            GatewayError: responses.gateway_exception,
+            Exception: responses.unhandled_exception,
+        },
+    )
+
+
+def app_from_environment() -> Starlette:
+    """Factory for worker processes: each rebuilds the settings from GATEWAY_* variables."""
+    return create_app(Settings())

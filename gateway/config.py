@@ -1,0 +1,78 @@
+"""Settings: the one typed settings object, and the only reader of the environment.
+
+Each field is a ``gateway serve`` flag (``--model-repository``) and a
+``GATEWAY_<NAME>`` environment variable (``GATEWAY_MODEL_REPOSITORY``); flags win.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", frozen=True, extra="forbid", protected_namespaces=()
+    )
+
+    model_repository: Path = Field(Path("models"), description="the model repository directory")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(8000, description="TCP port")
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(1, description="server processes")
+    redis_url: str | None = Field(None, description="Redis for model features")
+    features_file: Path | None = Field(None, description="CSV or JSONL features, no Redis")
+    admin_token: SecretStr | None = Field(None, description="bearer token for admin endpoints")
+    poll_interval: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="seconds between repository checks"
+    )
+    max_body_bytes: Annotated[int, Field(gt=0)] = Field(
+        32 * 1024 * 1024, description="largest request body accepted"
+    )
+    shadow_log: Path | None = Field(None, description="JSONL log of shadow comparisons")
+    drain_timeout: Annotated[float, Field(ge=0)] = Field(
+        30.0, description="seconds to finish in-flight requests on SIGTERM"
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="log level"
+    )
+    log_format: Literal["json", "text"] = Field("text", description="log line format")
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"expected a URL starting with {', '.join(s + '://' for s in REDIS_SCHEMES)}; "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("features_file")
+    @classmethod
+    def _features_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    def to_environment(self) -> dict[str, str]:
+        """The settings as GATEWAY_* variables, so worker processes rebuild the same object."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"GATEWAY_{name.upper()}"] = str(value)
+        return env

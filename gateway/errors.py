@@ -1,0 +1,67 @@
+"""Every error the gateway raises on purpose, with the HTTP status it maps to.
+
+The tree::
+
+    GatewayError (500)
+    ├── InvalidRequest (400)         malformed body, unknown/missing input, wrong
+    │                                datatype, shape or element count
+    ├── ModelNotFound (404)          unknown model, or a version it does not have
+    ├── PayloadTooLarge (413)        body over --max-body-bytes
+    ├── QueueFull (429)              a model's queue is full; carries retry_after_s
+    ├── ModelNotReady (503)          the model has no loaded version
+    ├── DeadlineExceeded (504)       a request waited past its deadline
+    └── InferenceFailed (500)        the runtime rejected or failed a run
+
+This module imports no web framework: ``gateway.http.errors`` is the single place
+that turns these into responses.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class GatewayError(Exception):
+    """Base class; ``message`` is what the caller reads, so it must say what to fix."""
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(GatewayError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class ModelNotFound(GatewayError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class PayloadTooLarge(GatewayError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class QueueFull(GatewayError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ModelNotReady(GatewayError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class DeadlineExceeded(GatewayError):
+    status = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class InferenceFailed(GatewayError):
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class ConfigError(Exception):
+    """A model repository or model.toml problem; never reaches a caller as a status."""

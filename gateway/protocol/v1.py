@@ -1,0 +1,166 @@
+"""TF-Serving style ``:predict`` JSON: row (``instances``) and columnar (``inputs``) formats.
+
+Unlike v2, the body carries no datatypes or shapes: both come from the model's
+signature, so decoding needs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from gateway.errors import InvalidRequest
+from gateway.protocol.signature import Signature, TensorSpec
+from gateway.protocol.tensors import as_numeric_array, json_data
+
+_ALLOWED_KEYS = {"instances", "inputs", "signature_name"}
+
+
+@dataclass(slots=True)
+class PredictRequest:
+    inputs: dict[str, np.ndarray]
+    row_format: bool  # answered as {"predictions": ...} when True, {"outputs": ...} otherwise
+
+
+def decode_predict(body: bytes, signature: Signature) -> PredictRequest:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest(
+            'request body must be a JSON object with "instances" or "inputs", '
+            f"got {type(doc).__name__}"
+        )
+    unknown = sorted(set(doc) - _ALLOWED_KEYS)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown key(s) {', '.join(map(repr, unknown))}; expected \"instances\" or \"inputs\""
+        )
+    if ("instances" in doc) == ("inputs" in doc):
+        raise InvalidRequest('request body needs exactly one of "instances" or "inputs"')
+    if "instances" in doc:
+        return PredictRequest(_decode_instances(doc["instances"], signature), row_format=True)
+    return PredictRequest(_decode_columns(doc["inputs"], signature), row_format=False)
+
+
+def _decode_instances(instances: Any, signature: Signature) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidRequest(f'"instances" must be a non-empty list of rows, got {_kind(instances)}')
+    names = signature.input_names
+    if all(isinstance(row, dict) for row in instances):
+        columns: dict[str, list[Any]] = {name: [] for name in names}
+        for index, row in enumerate(instances):
+            unknown = sorted(set(row) - set(names))
+            if unknown:
+                raise InvalidRequest(
+                    f"instances[{index}]: unknown input(s) {', '.join(map(repr, unknown))}; "
+                    f"the model's inputs are {', '.join(map(repr, names))}"
+                )
+            for name in names:
+                if name not in row:
+                    raise InvalidRequest(f"instances[{index}]: missing input '{name}'")
+                columns[name].append(row[name])
+    elif len(names) == 1:
+        if any(isinstance(row, dict) for row in instances):
+            raise InvalidRequest('"instances" mixes objects and bare values; use one form')
+        columns = {names[0]: instances}
+    else:
+        raise InvalidRequest(
+            f"the model has {len(names)} inputs ({', '.join(map(repr, names))}), so each "
+            "instance must be an object naming them"
+        )
+    return {name: _column_array(signature.inputs[i], values) for i, (name, values) in
+            enumerate(columns.items())}
+
+
+def _decode_columns(inputs: Any, signature: Signature) -> dict[str, np.ndarray]:
+    names = signature.input_names
+    if isinstance(inputs, dict):
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise InvalidRequest(
+                f"unknown input(s) {', '.join(map(repr, unknown))}; "
+                f"the model's inputs are {', '.join(map(repr, names))}"
+            )
+        missing = [name for name in names if name not in inputs]
+        if missing:
+            raise InvalidRequest(f"missing input(s) {', '.join(map(repr, missing))}")
+        return {spec.name: _column_array(spec, inputs[spec.name]) for spec in signature.inputs}
+    if len(names) != 1:
+        raise InvalidRequest(
+            f'the model has {len(names)} inputs, so "inputs" must be an object naming them'
+        )
+    return {names[0]: _column_array(signature.inputs[0], inputs)}
+
+
+def _column_array(spec: TensorSpec, values: Any) -> np.ndarray:
+    """One input's values, batch dimension first, as the model's dtype."""
+    if spec.datatype == "BYTES":
+        return _bytes_array(spec.name, values)
+    return as_numeric_array(spec.name, spec.datatype, values)
+
+
+def _bytes_array(name: str, values: Any) -> np.ndarray:
+    def convert(item: Any) -> Any:
+        if isinstance(item, str):
+            return item.encode()
+        if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
+            try:
+                return base64.b64decode(item["b64"], validate=True)
+            except binascii.Error:
+                raise InvalidRequest(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+        if isinstance(item, list):
+            return [convert(x) for x in item]
+        raise InvalidRequest(
+            f"input '{name}': BYTES values must be strings or {{\"b64\": ...}}, "
+            f"got {_kind(item)}"
+        )
+
+    converted = convert(values)
+    try:
+        shaped = np.array(converted, dtype=object)
+    except ValueError:
+        raise InvalidRequest(f"input '{name}': values must form an evenly shaped array") from None
+    if shaped.dtype != object or any(not isinstance(x, bytes) for x in shaped.ravel()):
+        raise InvalidRequest(f"input '{name}': values must form an evenly shaped array")
+    return shaped
+
+
+def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> bytes:
+    if not row_format:
+        if len(outputs) == 1:
+            return orjson.dumps({"outputs": _nested(outputs[0][1])}, option=_OPTIONS)
+        return orjson.dumps({"outputs": {n: _nested(a) for n, a in outputs}}, option=_OPTIONS)
+    if len(outputs) == 1:
+        return orjson.dumps({"predictions": _nested(outputs[0][1])}, option=_OPTIONS)
+    rows = {len(a) if a.ndim else -1 for _, a in outputs}
+    if len(rows) != 1 or -1 in rows:
+        raise InvalidRequest(
+            'the model\'s outputs do not share a batch dimension; send "inputs" '
+            "(columnar) instead of \"instances\""
+        )
+    nested = [(n, _nested(a)) for n, a in outputs]
+    count = rows.pop()
+    return orjson.dumps(
+        {"predictions": [{n: value[i] for n, value in nested} for i in range(count)]},
+        option=_OPTIONS,
+    )
+
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _nested(array: np.ndarray) -> Any:
+    if array.dtype.kind in "OSU":
+        return np.asarray(json_data(array), dtype=object).reshape(array.shape).tolist()
+    return np.ascontiguousarray(array)
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__

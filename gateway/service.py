@@ -1,0 +1,96 @@
+"""InferenceService: the transport-agnostic request path.
+
+resolve the version -> check the inputs against its signature -> run -> pick
+the outputs. HTTP handlers decode and encode around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.errors import InvalidRequest
+from gateway.protocol.signature import Signature, check_datatype, check_shape
+from gateway.protocol.v2 import InferRequest, RequestedOutput
+from gateway.repository.registry import ModelRegistry
+from gateway.repository.version import ModelVersion
+
+
+@dataclass(slots=True)
+class InferResult:
+    version: ModelVersion
+    outputs: list[tuple[str, np.ndarray]]
+    binary: list[bool]
+
+
+class InferenceService:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def resolve(self, model: str, version: str | None) -> ModelVersion:
+        return self.registry.resolve(model, version)
+
+    async def infer(self, target: ModelVersion, request: InferRequest) -> InferResult:
+        """Run a decoded v2 request on an already resolved version."""
+        signature = target.signature
+        check_inputs(signature, request.inputs, request.datatypes)
+        names, binary = _select_outputs(signature, request.outputs, request.binary_output)
+        arrays = await target.run(request.inputs, names)
+        return InferResult(target, list(zip(names, arrays, strict=True)), binary)
+
+    async def predict(
+        self, target: ModelVersion, inputs: Mapping[str, np.ndarray]
+    ) -> list[tuple[str, np.ndarray]]:
+        """Run v1 inputs (already in the model's dtypes) and return every output."""
+        signature = target.signature
+        for spec in signature.inputs:
+            check_shape(spec, inputs[spec.name].shape)
+        names = signature.output_names
+        arrays = await target.run(inputs, names)
+        return list(zip(names, arrays, strict=True))
+
+
+def check_inputs(
+    signature: Signature, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]
+) -> None:
+    """Every model input present once, with the model's datatype and a fitting shape."""
+    for name, array in inputs.items():
+        spec = signature.input(name)
+        if spec is None:
+            raise InvalidRequest(
+                f"unknown input '{name}'; the model's inputs are "
+                + ", ".join(f"'{n}'" for n in signature.input_names)
+            )
+        check_datatype(spec, datatypes[name])
+        check_shape(spec, array.shape)
+    missing = [name for name in signature.input_names if name not in inputs]
+    if missing:
+        raise InvalidRequest(
+            "missing input(s) " + ", ".join(f"'{n}'" for n in missing) + "; the model needs "
+            + ", ".join(f"'{s.name}' ({s.datatype} {list(s.shape)})" for s in signature.inputs)
+        )
+
+
+def _select_outputs(
+    signature: Signature, requested: Sequence[RequestedOutput] | None, binary_default: bool
+) -> tuple[list[str], list[bool]]:
+    if requested is None:
+        names = signature.output_names
+        return names, [binary_default] * len(names)
+    if not requested:
+        raise InvalidRequest("'outputs' is an empty list; omit it to get every output")
+    names: list[str] = []
+    binary: list[bool] = []
+    for output in requested:
+        if signature.output(output.name) is None:
+            raise InvalidRequest(
+                f"unknown output '{output.name}'; the model's outputs are "
+                + ", ".join(f"'{n}'" for n in signature.output_names)
+            )
+        if output.name in names:
+            raise InvalidRequest(f"output '{output.name}' is requested more than once")
+        names.append(output.name)
+        binary.append(binary_default if output.binary is None else output.binary)
+    return names, binary
