@@ -110,8 +110,10 @@ def _usage_error(exc: ValidationError) -> int:
 
 
 def _check(directory: Path) -> int:
+    from gateway.logs import configure_logging
     from gateway.repository.check import check_repository
 
+    configure_logging("error", "text")  # the report itself names every problem
     if not directory.is_dir():
         print(f"gateway models check: {directory} is not a directory", file=sys.stderr)
         return 2

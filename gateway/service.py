@@ -37,7 +37,7 @@ class InferenceService:
         signature = target.signature
         check_inputs(signature, request.inputs, request.datatypes)
         names, binary = _select_outputs(signature, request.outputs, request.binary_output)
-        arrays = await target.run(request.inputs, names)
+        arrays = await target.run(request.inputs, names, request.timeout_ms)
         return InferResult(target, list(zip(names, arrays, strict=True)), binary)
 
     async def predict(

@@ -55,12 +55,7 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any)
         return array.reshape(shape)
 
     target = NUMPY_DTYPES[datatype]
-    try:
-        raw = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidRequest(
-            f"input '{name}': 'data' must be a flat or evenly nested list of {datatype} values"
-        ) from None
+    raw = _parse_numbers(name, datatype, data)
     if raw.size != count:
         raise _count_error(name, shape, count, raw.size)
     if count == 0:
@@ -70,21 +65,47 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any)
 
 def as_numeric_array(name: str, datatype: str, values: Any) -> np.ndarray:
     """A nested JSON list as an array of ``datatype``, keeping the nesting as its shape."""
-    try:
-        raw = np.asarray(values)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidRequest(
-            f"input '{name}': values must form an evenly shaped array of {datatype} "
-            "(every row the same length)"
-        ) from None
+    raw = _parse_numbers(name, datatype, values)
     if raw.size == 0:
         return raw.astype(NUMPY_DTYPES[datatype])
     return cast_numeric(name, datatype, raw)
 
 
+def _parse_numbers(name: str, datatype: str, values: Any) -> np.ndarray:
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidRequest(
+            f"input '{name}': 'data' must be a flat or evenly nested list of {datatype} "
+            "values (every row the same length)"
+        ) from None
+    if raw.dtype.kind in "fO" and NUMPY_DTYPES[datatype].kind in "iu":
+        # numpy turns a mix of negative and above-int64 integers into float64 (or object);
+        # rebuild exactly when every value really is an integer
+        return _exact_integers(raw, values)
+    return raw
+
+
+def _exact_integers(raw: np.ndarray, values: Any) -> np.ndarray:
+    exact = np.array(values, dtype=object)
+    flat = exact.ravel().tolist()
+    if not flat or not all(type(v) is int for v in flat):
+        return raw
+    low, high = min(flat), max(flat)
+    if low < np.iinfo(np.int64).min or high > np.iinfo(np.uint64).max or (
+        low < 0 and high > np.iinfo(np.int64).max
+    ):
+        return exact  # object dtype: reported as out of range by cast_numeric
+    dtype = np.uint64 if high > np.iinfo(np.int64).max else np.int64
+    return np.array(flat, dtype=dtype).reshape(exact.shape)
+
+
 def cast_numeric(name: str, datatype: str, raw: np.ndarray) -> np.ndarray:
     """Cast parsed JSON numbers to ``datatype``, refusing lossy kinds and out-of-range ints."""
     target = NUMPY_DTYPES[datatype]
+    if raw.dtype.kind == "O" and target.kind in "iu" and _all_ints(raw):
+        info = np.iinfo(target)
+        raise InvalidRequest(f"input '{name}': {datatype} values must lie in [{info.min}, {info.max}]")
     if raw.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
         got = _KIND_NAMES.get(raw.dtype.kind, "mixed or non-numeric values")
         raise InvalidRequest(f"input '{name}': expected {datatype} values, got {got}")
@@ -98,6 +119,10 @@ def cast_numeric(name: str, datatype: str, raw: np.ndarray) -> np.ndarray:
             )
     with np.errstate(all="ignore"):
         return raw.astype(target, copy=False)
+
+
+def _all_ints(raw: np.ndarray) -> bool:
+    return all(type(v) is int for v in raw.ravel().tolist())
 
 
 def array_from_bytes(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.errors import DeadlineExceeded, QueueFull
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig
@@ -40,14 +41,46 @@ class ModelVersion:
         self.label = str(info.version)
         self._model = model
         self._executor = executor
+        self._waiting = 0
         self._free: asyncio.Queue[int] = asyncio.Queue(maxsize=len(model.sessions))
         for instance in range(len(model.sessions)):
             self._free.put_nowait(instance)
 
     async def run(
-        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
+        self,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+        timeout_ms: float | None = None,
     ) -> list[np.ndarray]:
-        instance = await self._free.get()
+        """Run once a session instance is free.
+
+        Raises QueueFull when ``max_queue_size`` requests are already waiting, and
+        DeadlineExceeded when no instance frees up within the request's timeout
+        (``timeout_ms``, else ``[batching] timeout_ms``; 0 means none); an expired
+        request never runs.
+        """
+        batching = self.config.batching
+        if self._free.empty() and self._waiting >= batching.max_queue_size:
+            raise QueueFull(
+                f"model '{self.info.model}' version {self.label} already has {self._waiting} "
+                f"requests waiting ([batching] max_queue_size = {batching.max_queue_size}); "
+                "retry after the Retry-After interval"
+            )
+        deadline_ms = timeout_ms or batching.timeout_ms
+        self._waiting += 1
+        try:
+            if deadline_ms:
+                async with asyncio.timeout(deadline_ms / 1000):
+                    instance = await self._free.get()
+            else:
+                instance = await self._free.get()
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"request waited {deadline_ms:g} ms (its timeout_ms) for model "
+                f"'{self.info.model}' version {self.label} without starting; the model is busy"
+            ) from None
+        finally:
+            self._waiting -= 1
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(

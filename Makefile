@@ -1,0 +1,44 @@
+# make serve: run the gateway on the bundled models at http://127.0.0.1:8000
+# make test:  everything the test suite needs, then the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: serve test redis-server check-models lint clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# the stamp files re-run the install whenever pyproject.toml changes
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+serve: $(VENV)/.installed
+	$(BIN)/gateway serve --model-repository models --host 127.0.0.1 --port $(PORT)
+
+# the tests start their own redis-server on free ports; install it where it is missing
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install it (e.g. apt-get install redis-server)"; exit 1; \
+	  fi; }
+
+test: $(VENV)/.installed-test redis-server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check-models: $(VENV)/.installed
+	$(BIN)/gateway models check models
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

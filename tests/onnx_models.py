@@ -1,0 +1,129 @@
+"""Small ONNX models built with onnx.helper, written into a test's temporary repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from gateway.protocol.datatypes import DATATYPES
+
+ONNX_TYPES = {
+    "BOOL": TensorProto.BOOL,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="gateway-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def write_model(repository: Path, name: str, version: int, graph: onnx.GraphProto) -> Path:
+    return _save(graph, repository / name / str(version) / "model.onnx")
+
+
+def write_config(repository: Path, name: str, text: str) -> None:
+    (repository / name).mkdir(parents=True, exist_ok=True)
+    (repository / name / "model.toml").write_text(text)
+
+
+def identity_all_types() -> onnx.GraphProto:
+    """One Identity per datatype: input ``in_<DT>`` [batch, 3] -> output ``out_<DT>``."""
+    nodes, inputs, outputs = [], [], []
+    for datatype in DATATYPES:
+        kind = ONNX_TYPES[datatype]
+        nodes.append(helper.make_node("Identity", [f"in_{datatype}"], [f"out_{datatype}"]))
+        inputs.append(helper.make_tensor_value_info(f"in_{datatype}", kind, ["batch", 3]))
+        outputs.append(helper.make_tensor_value_info(f"out_{datatype}", kind, ["batch", 3]))
+    return helper.make_graph(nodes, "identity_all_types", inputs, outputs)
+
+
+def scaled_sum(scale: float = 1.0) -> onnx.GraphProto:
+    """Two inputs: ``a`` FP32 [batch, 4] and ``b`` INT64 [batch, 4] -> ``sum`` = (a + b) * scale,
+    and ``first`` = a[:, 0] (a second output for output selection)."""
+    scale_init = numpy_helper.from_array(np.array(scale, dtype=np.float32), "scale")
+    index = numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")
+    nodes = [
+        helper.make_node("Cast", ["b"], ["b_float"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["a", "b_float"], ["added"]),
+        helper.make_node("Mul", ["added", "scale"], ["sum"]),
+        helper.make_node("Gather", ["a", "zero"], ["first"], axis=1),
+    ]
+    return helper.make_graph(
+        nodes,
+        "scaled_sum",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["batch", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("first", TensorProto.FLOAT, ["batch"]),
+        ],
+        initializer=[scale_init, index],
+    )
+
+
+def fixed_shape() -> onnx.GraphProto:
+    """No batch dimension: ``x`` FP32 [2, 3] -> ``y`` = -x."""
+    return helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])],
+        "fixed_shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+
+
+def lookup() -> onnx.GraphProto:
+    """``index`` INT64 [batch] -> ``value`` from a table of 4: indices outside 0..3 make
+    onnxruntime fail at run time, which the gateway must answer cleanly."""
+    table = numpy_helper.from_array(np.array([10, 20, 30, 40], dtype=np.float32), "table")
+    return helper.make_graph(
+        [helper.make_node("Gather", ["table", "index"], ["value"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("index", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["batch"])],
+        initializer=[table],
+    )
+
+
+def slow(layers: int = 6, width: int = 1024) -> onnx.GraphProto:
+    """``x`` FP32 [batch, 16] through ``layers`` MatMuls of width ``width``: about
+    2 * layers * width^2 FLOP per row, so a batch of a few hundred rows keeps a core busy."""
+    rng = np.random.default_rng(7)
+    w_in = (rng.standard_normal((16, width)) / 4).astype(np.float32)
+    w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w_in"], ["h0"])]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("ReduceSum", [f"h{layers}", "axes"], ["y"], keepdims=0))
+    return helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+        initializer=[
+            numpy_helper.from_array(w_in, "w_in"),
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+        ],
+    )
