@@ -145,7 +145,9 @@ def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> b
             'the model\'s outputs do not share a batch dimension; send "inputs" '
             "(columnar) instead of \"instances\""
         )
-    nested = [(n, _nested(a)) for n, a in outputs]
+    # row i of a 1-D output is a numpy scalar, which orjson may not know (e.g. longlong)
+    nested = [(n, _nested(a) if a.dtype.kind in "OSU" or a.ndim > 1 else a.tolist())
+              for n, a in outputs]
     count = rows.pop()
     return orjson.dumps(
         {"predictions": [{n: value[i] for n, value in nested} for i in range(count)]},
@@ -158,7 +160,9 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 def _nested(array: np.ndarray) -> Any:
     if array.dtype.kind in "OSU":
-        return np.asarray(json_data(array), dtype=object).reshape(array.shape).tolist()
+        text = np.empty(array.size, dtype=object)
+        text[:] = json_data(array)
+        return text.reshape(array.shape).tolist()
     return np.ascontiguousarray(array)
 
 

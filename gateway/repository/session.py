@@ -74,8 +74,9 @@ class OnnxModel:
     def run(
         self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> list[np.ndarray]:
+        feeds = {name: _as_text(name, a) if a.dtype == object else a for name, a in inputs.items()}
         try:
-            return self.sessions[instance].run(list(output_names), dict(inputs))
+            return self.sessions[instance].run(list(output_names), feeds)
         except _INVALID_ARGUMENT as exc:
             raise InvalidRequest(f"the model rejected the inputs: {_short(exc)}") from None
         except Exception as exc:  # a failed run must fail its request, not the server
@@ -101,6 +102,21 @@ def _spec(path: Path, arg: ort.NodeArg) -> TensorSpec:
         )
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
     return TensorSpec(arg.name, datatype, shape)
+
+
+def _as_text(name: str, array: np.ndarray) -> np.ndarray:
+    """onnxruntime's string tensors hold UTF-8 text: BYTES elements are decoded, strictly."""
+    flat = array.ravel().tolist()
+    try:
+        text = [v.decode() if isinstance(v, bytes) else v for v in flat]
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"input '{name}': BYTES elements must be UTF-8 text for an ONNX string tensor; "
+            f"got bytes that are not ({exc.reason} at byte {exc.start})"
+        ) from None
+    converted = np.empty(len(text), dtype=object)
+    converted[:] = text
+    return converted.reshape(array.shape)
 
 
 def _zeros(spec: TensorSpec) -> np.ndarray:
