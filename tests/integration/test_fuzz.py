@@ -1,0 +1,145 @@
+"""Property tests: whatever a caller sends, the gateway answers below 500 and keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import json
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.protocol.datatypes import DATATYPES
+from tests.conftest import RunningGateway
+
+pytestmark = pytest.mark.integration
+
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+names = st.sampled_from(["pixels", "a", "b", "in_FP16", "in_BYTES", "x", ""]) | st.text(max_size=5)
+shapes = st.lists(st.integers(min_value=-2, max_value=70), max_size=4) | json_values
+tensor = st.fixed_dictionaries(
+    {
+        "name": names,
+        "shape": shapes,
+        "datatype": st.sampled_from([*DATATYPES, "FP8", ""]) | st.text(max_size=4),
+    },
+    optional={
+        "data": json_values | st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=70),
+        "parameters": st.dictionaries(
+            st.sampled_from(["binary_data_size", "timeout_ms", "x"]), scalars, max_size=2
+        ),
+    },
+)
+v2_documents = st.fixed_dictionaries(
+    {"inputs": st.lists(tensor, max_size=3) | json_values},
+    optional={
+        "id": scalars,
+        "outputs": st.lists(st.fixed_dictionaries({"name": names}), max_size=2) | json_values,
+        "parameters": st.dictionaries(
+            st.sampled_from(["binary_data_output", "timeout_ms"]), scalars, max_size=2
+        ),
+    },
+)
+v1_documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "instances": json_values | st.lists(st.lists(st.integers(0, 16), max_size=65), max_size=3),
+        "inputs": json_values,
+        "signature_name": scalars,
+    },
+)
+v2_paths = st.sampled_from(
+    ["/v2/models/digits/infer", "/v2/models/pair/infer", "/v2/models/types/infer",
+     "/v2/models/fixed/infer", "/v2/models/lookup/infer", "/v2/models/digits/versions/1/infer"]
+)
+v1_paths = st.sampled_from(
+    ["/v1/models/digits:predict", "/v1/models/pair:predict", "/v1/models/types:predict",
+     "/v1/models/fraud:predict", "/v1/models/fixed:predict"]
+)
+
+
+@st.composite
+def nearly_valid_types_requests(draw: st.DrawFn) -> dict:
+    """Right names and shapes for the all-datatypes model, with drawn datatypes and values."""
+    rows = draw(st.integers(min_value=0, max_value=3))
+    inputs = []
+    for datatype in draw(st.lists(st.sampled_from(DATATYPES), min_size=1, unique=True)):
+        declared = draw(st.sampled_from(DATATYPES)) if draw(st.booleans()) else datatype
+        data = draw(st.lists(scalars, min_size=rows * 3, max_size=rows * 3))
+        inputs.append({"name": f"in_{datatype}", "shape": [rows, 3], "datatype": declared,
+                       "data": data})
+    return {"inputs": inputs}
+
+
+@pytest.fixture(scope="module")
+def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        yield client
+
+
+def _check(response: httpx.Response) -> None:
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert set(response.json()) == {"error"}
+
+
+@FUZZ
+@given(path=v2_paths, document=v2_documents)
+def test_v2_structured_documents(http: httpx.Client, path: str, document: dict) -> None:
+    _check(http.post(path, content=json.dumps(document).encode()))
+
+
+@FUZZ
+@given(path=v2_paths, document=v2_documents, blob=st.binary(max_size=64),
+       length=st.integers(min_value=-5, max_value=400)
+       | st.text(alphabet="0123456789abcx+-.", min_size=1, max_size=4))
+def test_v2_binary_framing(
+    http: httpx.Client, path: str, document: dict, blob: bytes, length: object
+) -> None:
+    header = json.dumps(document).encode()
+    response = http.post(
+        path, content=header + blob, headers={"Inference-Header-Content-Length": str(length)}
+    )
+    _check(response)
+
+
+@FUZZ
+@given(path=v1_paths, document=v1_documents)
+def test_v1_documents(http: httpx.Client, path: str, document: dict) -> None:
+    _check(http.post(path, content=json.dumps(document).encode()))
+
+
+@FUZZ
+@given(path=v2_paths | v1_paths, body=st.binary(max_size=200))
+def test_arbitrary_bytes(http: httpx.Client, path: str, body: bytes) -> None:
+    _check(http.post(path, content=body))
+
+
+@FUZZ
+@given(document=nearly_valid_types_requests())
+def test_nearly_valid_tensors(http: httpx.Client, document: dict) -> None:
+    _check(http.post("/v2/models/types/infer", content=json.dumps(document).encode()))
+
+
+def test_still_serving_after_the_fuzzing(http: httpx.Client) -> None:
+    response = http.post("/v1/models/digits:predict", json={"instances": [[0] * 64]})
+    assert response.status_code == 200
