@@ -37,6 +37,10 @@ redis-server:
 test: $(VENV)/.installed-test redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check gateway tests loadtests
+	$(BIN)/ruff format --check gateway tests loadtests
+
 check-models: $(VENV)/.installed
 	$(BIN)/gateway models check models
 

@@ -76,8 +76,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _usage_error(exc)
     if not settings.model_repository.is_dir():
-        print(f"gateway: model repository {settings.model_repository} is not a directory",
-              file=sys.stderr)
+        print(
+            f"gateway: model repository {settings.model_repository} is not a directory",
+            file=sys.stderr,
+        )
         return 2
     configure_logging(settings.log_level, settings.log_format)
     common = dict(

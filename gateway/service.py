@@ -68,7 +68,9 @@ def check_inputs(
     missing = [name for name in signature.input_names if name not in inputs]
     if missing:
         raise InvalidRequest(
-            "missing input(s) " + ", ".join(f"'{n}'" for n in missing) + "; the model needs "
+            "missing input(s) "
+            + ", ".join(f"'{n}'" for n in missing)
+            + "; the model needs "
             + ", ".join(f"'{s.name}' ({s.datatype} {list(s.shape)})" for s in signature.inputs)
         )
 

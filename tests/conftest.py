@@ -56,7 +56,7 @@ def build_test_repository(root: Path) -> Path:
     broken.mkdir(parents=True)
     (broken / "model.onnx").write_bytes(b"this is not an onnx file")
     onnx_models.write_model(root, "badconfig", 1, onnx_models.fixed_shape())
-    onnx_models.write_config(root, "badconfig", "[batching]\nmax_batch_size = \"lots\"\n")
+    onnx_models.write_config(root, "badconfig", '[batching]\nmax_batch_size = "lots"\n')
     return root
 
 

@@ -13,13 +13,13 @@ from starlette.responses import Response
 
 from gateway import __version__
 from gateway.errors import GatewayError
+from gateway.http.body import read_body
+from gateway.http.responses import JSON, error_response, internal_error, json_response
 from gateway.metrics import Metrics
 from gateway.protocol import v1, v2
 from gateway.repository.registry import ServedModel
 from gateway.repository.version import ModelVersion
 from gateway.service import InferenceService
-from gateway.http.body import read_body
-from gateway.http.responses import JSON, error_response, internal_error, json_response
 
 log = logging.getLogger("gateway.http")
 
@@ -170,4 +170,3 @@ def _version_status(served: ServedModel, wanted: str | None) -> list[dict[str, o
 async def metrics(request: Request) -> Response:
     registry: Metrics = request.state.metrics
     return Response(registry.render(), media_type=registry.content_type)
-

@@ -17,9 +17,7 @@ ROUTES = [
     Route("/v2/models/{model}/versions/{version}/ready", handlers.model_ready, methods=["GET"]),
     Route("/v2/models/{model}/versions/{version}/infer", handlers.infer_v2, methods=["POST"]),
     Route("/v1/models/{model}:predict", handlers.predict_v1, methods=["POST"]),
-    Route(
-        "/v1/models/{model}/versions/{version}:predict", handlers.predict_v1, methods=["POST"]
-    ),
+    Route("/v1/models/{model}/versions/{version}:predict", handlers.predict_v1, methods=["POST"]),
     Route("/v1/models/{model}", handlers.model_status_v1, methods=["GET"]),
     Route("/v1/models/{model}/versions/{version}", handlers.model_status_v1, methods=["GET"]),
     Route("/metrics", handlers.metrics, methods=["GET"]),

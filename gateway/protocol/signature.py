@@ -67,6 +67,4 @@ def check_shape(spec: TensorSpec, got: Sequence[int]) -> None:
 
 def check_datatype(spec: TensorSpec, got: str) -> None:
     if got != spec.datatype:
-        raise InvalidRequest(
-            f"input '{spec.name}': expected datatype {spec.datatype}, got {got}"
-        )
+        raise InvalidRequest(f"input '{spec.name}': expected datatype {spec.datatype}, got {got}")

@@ -34,9 +34,7 @@ def element_count(shape: Sequence[int]) -> int:
 
 def parse_shape(name: str, shape: Any) -> tuple[int, ...]:
     """A wire shape must be a list of non-negative integers."""
-    if not isinstance(shape, list) or not all(
-        type(d) is int and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InvalidRequest(
             f"input '{name}': 'shape' must be a list of non-negative integers, got {_show(shape)}"
         )
@@ -92,8 +90,10 @@ def _exact_integers(raw: np.ndarray, values: Any) -> np.ndarray:
     if not flat or not all(type(v) is int for v in flat):
         return raw
     low, high = min(flat), max(flat)
-    if low < np.iinfo(np.int64).min or high > np.iinfo(np.uint64).max or (
-        low < 0 and high > np.iinfo(np.int64).max
+    if (
+        low < np.iinfo(np.int64).min
+        or high > np.iinfo(np.uint64).max
+        or (low < 0 and high > np.iinfo(np.int64).max)
     ):
         return exact  # object dtype: reported as out of range by cast_numeric
     dtype = np.uint64 if high > np.iinfo(np.int64).max else np.int64
@@ -105,7 +105,9 @@ def cast_numeric(name: str, datatype: str, raw: np.ndarray) -> np.ndarray:
     target = NUMPY_DTYPES[datatype]
     if raw.dtype.kind == "O" and target.kind in "iu" and _all_ints(raw):
         info = np.iinfo(target)
-        raise InvalidRequest(f"input '{name}': {datatype} values must lie in [{info.min}, {info.max}]")
+        raise InvalidRequest(
+            f"input '{name}': {datatype} values must lie in [{info.min}, {info.max}]"
+        )
     if raw.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
         got = _KIND_NAMES.get(raw.dtype.kind, "mixed or non-numeric values")
         raise InvalidRequest(f"input '{name}': expected {datatype} values, got {got}")
@@ -211,8 +213,7 @@ def _split_length_prefixed(name: str, buffer: memoryview) -> list[bytes]:
 
 def _count_error(name: str, shape: Sequence[int], expected: int, got: int) -> InvalidRequest:
     return InvalidRequest(
-        f"input '{name}': shape {list(shape)} holds {expected} elements, "
-        f"but 'data' has {got}"
+        f"input '{name}': shape {list(shape)} holds {expected} elements, but 'data' has {got}"
     )
 
 

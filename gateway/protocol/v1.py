@@ -40,7 +40,7 @@ def decode_predict(body: bytes, signature: Signature) -> PredictRequest:
     unknown = sorted(set(doc) - _ALLOWED_KEYS)
     if unknown:
         raise InvalidRequest(
-            f"unknown key(s) {', '.join(map(repr, unknown))}; expected \"instances\" or \"inputs\""
+            f'unknown key(s) {", ".join(map(repr, unknown))}; expected "instances" or "inputs"'
         )
     if ("instances" in doc) == ("inputs" in doc):
         raise InvalidRequest('request body needs exactly one of "instances" or "inputs"')
@@ -51,7 +51,9 @@ def decode_predict(body: bytes, signature: Signature) -> PredictRequest:
 
 def _decode_instances(instances: Any, signature: Signature) -> dict[str, np.ndarray]:
     if not isinstance(instances, list) or not instances:
-        raise InvalidRequest(f'"instances" must be a non-empty list of rows, got {_kind(instances)}')
+        raise InvalidRequest(
+            f'"instances" must be a non-empty list of rows, got {_kind(instances)}'
+        )
     names = signature.input_names
     if all(isinstance(row, dict) for row in instances):
         columns: dict[str, list[Any]] = {name: [] for name in names}
@@ -75,8 +77,10 @@ def _decode_instances(instances: Any, signature: Signature) -> dict[str, np.ndar
             f"the model has {len(names)} inputs ({', '.join(map(repr, names))}), so each "
             "instance must be an object naming them"
         )
-    return {name: _column_array(signature.inputs[i], values) for i, (name, values) in
-            enumerate(columns.items())}
+    return {
+        name: _column_array(signature.inputs[i], values)
+        for i, (name, values) in enumerate(columns.items())
+    }
 
 
 def _decode_columns(inputs: Any, signature: Signature) -> dict[str, np.ndarray]:
@@ -114,12 +118,13 @@ def _bytes_array(name: str, values: Any) -> np.ndarray:
             try:
                 return base64.b64decode(item["b64"], validate=True)
             except binascii.Error:
-                raise InvalidRequest(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+                raise InvalidRequest(
+                    f"input '{name}': invalid base64 in {{\"b64\": ...}}"
+                ) from None
         if isinstance(item, list):
             return [convert(x) for x in item]
         raise InvalidRequest(
-            f"input '{name}': BYTES values must be strings or {{\"b64\": ...}}, "
-            f"got {_kind(item)}"
+            f"input '{name}': BYTES values must be strings or {{\"b64\": ...}}, got {_kind(item)}"
         )
 
     converted = convert(values)
@@ -143,11 +148,12 @@ def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> b
     if len(rows) != 1 or -1 in rows:
         raise InvalidRequest(
             'the model\'s outputs do not share a batch dimension; send "inputs" '
-            "(columnar) instead of \"instances\""
+            '(columnar) instead of "instances"'
         )
     # row i of a 1-D output is a numpy scalar, which orjson may not know (e.g. longlong)
-    nested = [(n, _nested(a) if a.dtype.kind in "OSU" or a.ndim > 1 else a.tolist())
-              for n, a in outputs]
+    nested = [
+        (n, _nested(a) if a.dtype.kind in "OSU" or a.ndim > 1 else a.tolist()) for n, a in outputs
+    ]
     count = rows.pop()
     return orjson.dumps(
         {"predictions": [{n: value[i] for n, value in nested} for i in range(count)]},

@@ -112,8 +112,7 @@ def _decode_input(
     datatype = raw.get("datatype")
     if datatype not in NUMPY_DTYPES:
         raise InvalidRequest(
-            f"input '{name}': 'datatype' must be one of {', '.join(NUMPY_DTYPES)}, "
-            f"got {datatype!r}"
+            f"input '{name}': 'datatype' must be one of {', '.join(NUMPY_DTYPES)}, got {datatype!r}"
         )
     shape = parse_shape(name, raw.get("shape"))
     parameters = _parameters(raw.get("parameters"), f"input '{name}'")
@@ -221,9 +220,7 @@ def _parameters(raw: Any, owner: str) -> dict[str, Any]:
     return raw
 
 
-def _flag(
-    parameters: dict[str, Any], key: str, owner: str, default: bool | None = False
-) -> Any:
+def _flag(parameters: dict[str, Any], key: str, owner: str, default: bool | None = False) -> Any:
     value = parameters.get(key, default)
     if value is not default and not isinstance(value, bool):
         raise InvalidRequest(f"{owner}: parameter '{key}' must be true or false, got {value!r}")

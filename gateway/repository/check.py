@@ -16,9 +16,7 @@ async def check_repository(root: Path) -> tuple[str, bool]:
         lines = [f"repository {root}"]
         for served in state.models.values():
             lines.extend(_describe(served))
-        bad = sorted(
-            m.name for m in state.models.values() if m.error or m.failures or not m.ready
-        )
+        bad = sorted(m.name for m in state.models.values() if m.error or m.failures or not m.ready)
         for skipped in state.skipped:
             lines.append(f"skipped: {skipped}")
         if not state.models:

@@ -1,4 +1,6 @@
-"""Scan a model repository: ``<root>/<model>/[model.toml]`` and ``<root>/<model>/<version>/model.onnx``.
+"""Scan a model repository.
+
+Layout: ``<root>/<model>/[model.toml]`` and ``<root>/<model>/<version>/model.onnx``.
 
 Pure filesystem reading, no onnxruntime: the result says what could be loaded
 and what is wrong, and the registry decides what to do with it.

@@ -189,9 +189,7 @@ class ModelRegistry:
             sha256=model.sha256,
             providers=tuple(model.providers),
         )
-        log.info(
-            "loaded model %s version %d on %s", entry.name, number, ", ".join(model.providers)
-        )
+        log.info("loaded model %s version %d on %s", entry.name, number, ", ".join(model.providers))
         return ModelVersion(info, config, model, self._executor)
 
     def _observe(self, model: str, version: int, outcome: str) -> None:

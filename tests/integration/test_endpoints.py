@@ -68,9 +68,10 @@ def test_tf_serving_model_status(client: httpx.Client) -> None:
     assert all(s["state"] == "AVAILABLE" for s in body["model_version_status"])
     broken = client.get("/v1/models/broken").json()["model_version_status"]
     assert broken[0]["state"] == "END" and "protobuf" in broken[0]["status"]["error_message"]
-    assert client.get("/v1/models/digits/versions/1").json()["model_version_status"][0][
-        "version"
-    ] == "1"
+    assert (
+        client.get("/v1/models/digits/versions/1").json()["model_version_status"][0]["version"]
+        == "1"
+    )
     assert client.get("/v1/models/nope").status_code == 404
 
 

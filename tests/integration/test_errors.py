@@ -20,7 +20,9 @@ def _pixels(shape: list[int], datatype: str = "FP32", count: int | None = None) 
     return {"name": "pixels", "shape": shape, "datatype": datatype, "data": [1] * size}
 
 
-def _v2(client: httpx.Client, body: object, path: str = "/v2/models/digits/infer") -> httpx.Response:
+def _v2(
+    client: httpx.Client, body: object, path: str = "/v2/models/digits/infer"
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return client.post(path, content=content)
 
@@ -37,18 +39,28 @@ def _error(response: httpx.Response, status: int) -> str:
     ("body", "message"),
     [
         (b'{"inputs": [', "request body is not valid JSON"),
-        ({"inputs": [_pixels([1, 64]), {**_pixels([1, 64]), "name": "extra"}]},
-         "unknown input 'extra'; the model's inputs are 'pixels'"),
+        (
+            {"inputs": [_pixels([1, 64]), {**_pixels([1, 64]), "name": "extra"}]},
+            "unknown input 'extra'; the model's inputs are 'pixels'",
+        ),
         ({"inputs": [{**_pixels([1, 64]), "name": "pixel"}]}, "unknown input 'pixel'"),
-        ({"inputs": [_pixels([1, 64], "INT64")]},
-         "input 'pixels': expected datatype FP32, got INT64"),
-        ({"inputs": [_pixels([1, 63])]},
-         "input 'pixels': expected shape [-1, 64] (-1 = any size), got [1, 63]"),
+        (
+            {"inputs": [_pixels([1, 64], "INT64")]},
+            "input 'pixels': expected datatype FP32, got INT64",
+        ),
+        (
+            {"inputs": [_pixels([1, 63])]},
+            "input 'pixels': expected shape [-1, 64] (-1 = any size), got [1, 63]",
+        ),
         ({"inputs": [_pixels([64])]}, "expected shape [-1, 64] (-1 = any size), got [64]"),
-        ({"inputs": [_pixels([1, 64], count=60)]},
-         "input 'pixels': shape [1, 64] holds 64 elements, but 'data' has 60"),
-        ({"inputs": [_pixels([1, 64])], "outputs": [{"name": "labels"}]},
-         "unknown output 'labels'; the model's outputs are 'probabilities'"),
+        (
+            {"inputs": [_pixels([1, 64], count=60)]},
+            "input 'pixels': shape [1, 64] holds 64 elements, but 'data' has 60",
+        ),
+        (
+            {"inputs": [_pixels([1, 64])], "outputs": [{"name": "labels"}]},
+            "unknown output 'labels'; the model's outputs are 'probabilities'",
+        ),
     ],
 )
 def test_v2_bad_requests(client: httpx.Client, body: object, message: str) -> None:
@@ -58,15 +70,19 @@ def test_v2_bad_requests(client: httpx.Client, body: object, message: str) -> No
 def test_v2_missing_input(client: httpx.Client) -> None:
     body = {"inputs": [{"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     message = _error(_v2(client, body, "/v2/models/pair/infer"), 400)
-    assert message == "missing input(s) 'b'; the model needs 'a' (FP32 [-1, 4]), 'b' (INT64 [-1, 4])"
+    assert (
+        message == "missing input(s) 'b'; the model needs 'a' (FP32 [-1, 4]), 'b' (INT64 [-1, 4])"
+    )
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         (b"[[0, 1]", "request body is not valid JSON"),
-        (orjson.dumps({"instances": [[0] * 63]}),
-         "input 'pixels': expected shape [-1, 64] (-1 = any size), got [1, 63]"),
+        (
+            orjson.dumps({"instances": [[0] * 63]}),
+            "input 'pixels': expected shape [-1, 64] (-1 = any size), got [1, 63]",
+        ),
         (orjson.dumps({"instances": [{"pixel": [0] * 64}]}), "unknown input(s) 'pixel'"),
         (orjson.dumps({"instances": [["a"] * 64]}), "expected FP32 values, got strings"),
         (orjson.dumps({"instance": [[0] * 64]}), "unknown key(s) 'instance'"),
@@ -135,15 +151,25 @@ def test_runtime_failure_is_a_clean_error(client: httpx.Client) -> None:
 
 def _slow_body(rows: int, timeout_ms: float | None = None) -> bytes:
     x = np.ones((rows, 16), np.float32)
-    header = {"inputs": [{"name": "x", "shape": [rows, 16], "datatype": "FP32",
-                          "parameters": {"binary_data_size": x.nbytes}}]}
+    header = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [rows, 16],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": x.nbytes},
+            }
+        ]
+    }
     if timeout_ms is not None:
         header["parameters"] = {"timeout_ms": timeout_ms}
     head = orjson.dumps(header)
     return head + x.tobytes(), len(head)
 
 
-def _post_slow(gateway: RunningGateway, rows: int, timeout_ms: float | None = None) -> httpx.Response:
+def _post_slow(
+    gateway: RunningGateway, rows: int, timeout_ms: float | None = None
+) -> httpx.Response:
     body, length = _slow_body(rows, timeout_ms)
     return httpx.post(
         f"{gateway.url}/v2/models/slow/infer",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
-import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +31,9 @@ scalars = (
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=30,
 )
 names = st.sampled_from(["pixels", "a", "b", "in_FP16", "in_BYTES", "x", ""]) | st.text(max_size=5)
@@ -43,7 +45,8 @@ tensor = st.fixed_dictionaries(
         "datatype": st.sampled_from([*DATATYPES, "FP8", ""]) | st.text(max_size=4),
     },
     optional={
-        "data": json_values | st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=70),
+        "data": json_values
+        | st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=70),
         "parameters": st.dictionaries(
             st.sampled_from(["binary_data_size", "timeout_ms", "x"]), scalars, max_size=2
         ),
@@ -68,12 +71,23 @@ v1_documents = st.fixed_dictionaries(
     },
 )
 v2_paths = st.sampled_from(
-    ["/v2/models/digits/infer", "/v2/models/pair/infer", "/v2/models/types/infer",
-     "/v2/models/fixed/infer", "/v2/models/lookup/infer", "/v2/models/digits/versions/1/infer"]
+    [
+        "/v2/models/digits/infer",
+        "/v2/models/pair/infer",
+        "/v2/models/types/infer",
+        "/v2/models/fixed/infer",
+        "/v2/models/lookup/infer",
+        "/v2/models/digits/versions/1/infer",
+    ]
 )
 v1_paths = st.sampled_from(
-    ["/v1/models/digits:predict", "/v1/models/pair:predict", "/v1/models/types:predict",
-     "/v1/models/fraud:predict", "/v1/models/fixed:predict"]
+    [
+        "/v1/models/digits:predict",
+        "/v1/models/pair:predict",
+        "/v1/models/types:predict",
+        "/v1/models/fraud:predict",
+        "/v1/models/fixed:predict",
+    ]
 )
 
 
@@ -85,8 +99,9 @@ def nearly_valid_types_requests(draw: st.DrawFn) -> dict:
     for datatype in draw(st.lists(st.sampled_from(DATATYPES), min_size=1, unique=True)):
         declared = draw(st.sampled_from(DATATYPES)) if draw(st.booleans()) else datatype
         data = draw(st.lists(scalars, min_size=rows * 3, max_size=rows * 3))
-        inputs.append({"name": f"in_{datatype}", "shape": [rows, 3], "datatype": declared,
-                       "data": data})
+        inputs.append(
+            {"name": f"in_{datatype}", "shape": [rows, 3], "datatype": declared, "data": data}
+        )
     return {"inputs": inputs}
 
 
@@ -109,9 +124,13 @@ def test_v2_structured_documents(http: httpx.Client, path: str, document: dict) 
 
 
 @FUZZ
-@given(path=v2_paths, document=v2_documents, blob=st.binary(max_size=64),
-       length=st.integers(min_value=-5, max_value=400)
-       | st.text(alphabet="0123456789abcx+-.", min_size=1, max_size=4))
+@given(
+    path=v2_paths,
+    document=v2_documents,
+    blob=st.binary(max_size=64),
+    length=st.integers(min_value=-5, max_value=400)
+    | st.text(alphabet="0123456789abcx+-.", min_size=1, max_size=4),
+)
 def test_v2_binary_framing(
     http: httpx.Client, path: str, document: dict, blob: bytes, length: object
 ) -> None:

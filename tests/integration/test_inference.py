@@ -32,8 +32,12 @@ def _f32(data: object) -> np.ndarray:
 
 
 def _v2_body(name: str, array: np.ndarray, datatype: str = "FP32", **extra: object) -> bytes:
-    tensor = {"name": name, "shape": list(array.shape), "datatype": datatype,
-              "data": array.ravel().tolist()}
+    tensor = {
+        "name": name,
+        "shape": list(array.shape),
+        "datatype": datatype,
+        "data": array.ravel().tolist(),
+    }
     return orjson.dumps({"inputs": [tensor], **extra})
 
 
@@ -68,16 +72,24 @@ def test_versions_really_differ(client: httpx.Client) -> None:
 def test_v2_binary_request_and_response(client: httpx.Client, test_repository: Path) -> None:
     header = orjson.dumps(
         {
-            "inputs": [{"name": "pixels", "shape": [5, 64], "datatype": "FP32",
-                        "parameters": {"binary_data_size": PIXELS.nbytes}}],
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "shape": [5, 64],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": PIXELS.nbytes},
+                }
+            ],
             "parameters": {"binary_data_output": True},
         }
     )
     response = client.post(
         "/v2/models/digits/infer",
         content=header + PIXELS.tobytes(),
-        headers={"Inference-Header-Content-Length": str(len(header)),
-                 "Content-Type": "application/octet-stream"},
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/octet-stream"
@@ -127,8 +139,14 @@ def test_every_datatype_as_binary(client: httpx.Client) -> None:
         else:
             raw = array.astype(array.dtype.newbyteorder("<")).tobytes()
         chunks.append(raw)
-        inputs.append({"name": name, "shape": [2, 3], "datatype": datatype,
-                       "parameters": {"binary_data_size": len(raw)}})
+        inputs.append(
+            {
+                "name": name,
+                "shape": [2, 3],
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
     header = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}})
     response = client.post(
         "/v2/models/types/infer",

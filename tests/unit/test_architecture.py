@@ -27,9 +27,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _where(library: str) -> set[str]:
-    return {
-        str(path.relative_to(PACKAGE)) for path in _modules() if library in _imports(path)
-    }
+    return {str(path.relative_to(PACKAGE)) for path in _modules() if library in _imports(path)}
 
 
 def test_onnxruntime_only_in_the_session_module() -> None:

@@ -12,18 +12,26 @@ from gateway.cli import build_parser, main, settings_from_args
 from gateway.config import Settings
 
 SPEC_FLAGS = {
-    "--model-repository", "--host", "--port", "--workers", "--redis-url", "--features-file",
-    "--admin-token", "--poll-interval", "--max-body-bytes", "--shadow-log", "--drain-timeout",
-    "--log-level", "--log-format",
+    "--model-repository",
+    "--host",
+    "--port",
+    "--workers",
+    "--redis-url",
+    "--features-file",
+    "--admin-token",
+    "--poll-interval",
+    "--max-body-bytes",
+    "--shadow-log",
+    "--drain-timeout",
+    "--log-level",
+    "--log-format",
 }
 
 
 def _serve_flags() -> set[str]:
     parser = build_parser()
     serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
-    return {o for a in serve._actions for o in a.option_strings if o.startswith("--")} - {
-        "--help"
-    }
+    return {o for a in serve._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
 
 
 def test_flags_match_settings_and_spec() -> None:
@@ -83,9 +91,7 @@ def test_bad_flags_exit_2_with_a_message(
     assert message in capsys.readouterr().err
 
 
-def test_missing_repository_is_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_repository_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--model-repository", str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().err
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.protocol.signature import TensorSpec, check_shape
 from gateway.errors import InvalidRequest
+from gateway.protocol.signature import TensorSpec, check_shape
 from gateway.repository.layout import is_valid_model_name, scan_repository
 
 
@@ -42,8 +42,17 @@ def test_missing_repository(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "valid"),
-    [("digits", True), ("a.b-c_D9", True), (".", False), ("..", False), ("a/b", False),
-     ("", False), ("x" * 128, True), ("x" * 129, False), ("é", False)],
+    [
+        ("digits", True),
+        ("a.b-c_D9", True),
+        (".", False),
+        ("..", False),
+        ("a/b", False),
+        ("", False),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("é", False),
+    ],
 )
 def test_model_names(name: str, valid: bool) -> None:
     assert is_valid_model_name(name) is valid

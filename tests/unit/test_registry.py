@@ -96,9 +96,7 @@ def test_queue_limit_and_deadline(tmp_path: Path) -> None:
             waiting = asyncio.create_task(version.run(light, ["y"], timeout_ms=1))
             await asyncio.sleep(0)
             overflow = asyncio.create_task(version.run(light, ["y"]))
-            return list(
-                await asyncio.gather(running, waiting, overflow, return_exceptions=True)
-            )
+            return list(await asyncio.gather(running, waiting, overflow, return_exceptions=True))
         finally:
             registry.close()
 

@@ -41,11 +41,19 @@ def test_binary_request_with_mixed_inputs() -> None:
     body, length = _binary_body(
         {
             "inputs": [
-                {"name": "a", "shape": [1, 4], "datatype": "FP32",
-                 "parameters": {"binary_data_size": len(floats)}},
+                {
+                    "name": "a",
+                    "shape": [1, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(floats)},
+                },
                 {"name": "j", "shape": [1], "datatype": "INT64", "data": [7]},
-                {"name": "s", "shape": [1], "datatype": "BYTES",
-                 "parameters": {"binary_data_size": len(strings)}},
+                {
+                    "name": "s",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(strings)},
+                },
             ]
         },
         floats,
@@ -121,8 +129,9 @@ def test_header_length_must_fit_the_body(length: str) -> None:
 
 def test_binary_sizes_must_add_up() -> None:
     header = {
-        "inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
-                    "parameters": {"binary_data_size": 4}}]
+        "inputs": [
+            {"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}
+        ]
     }
     body, length = _binary_body(header, b"\0" * 8)
     with pytest.raises(InvalidRequest, match="is 8 bytes, but the inputs' binary_data_size"):
@@ -149,8 +158,9 @@ def test_encode_mixed_binary_response() -> None:
     y = np.array([[1, 2]], dtype=np.int64)
     z = np.array([b"ok"], dtype=object)
     w = np.array([True])
-    payload, length = encode_response("m", "1", None, [("y", y), ("z", z), ("w", w)],
-                                      [True, False, True])
+    payload, length = encode_response(
+        "m", "1", None, [("y", y), ("z", z), ("w", w)], [True, False, True]
+    )
     assert length is not None
     header = orjson.loads(payload[:length])
     assert "id" not in header
