@@ -45,12 +45,7 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any)
     """Build the array for JSON ``data`` (flat or nested, row-major) of ``shape``."""
     count = element_count(shape)
     if datatype == "BYTES":
-        flat = _flatten_bytes(name, data)
-        if len(flat) != count:
-            raise _count_error(name, shape, count, len(flat))
-        array = np.empty(count, dtype=object)
-        array[:] = flat
-        return array.reshape(shape)
+        return _bytes_tensor(name, shape, _flatten_bytes(name, data))
 
     target = NUMPY_DTYPES[datatype]
     raw = _parse_numbers(name, datatype, data)
@@ -133,12 +128,7 @@ def array_from_bytes(
     """Build the array for raw little-endian tensor bytes (Triton's binary extension)."""
     count = element_count(shape)
     if datatype == "BYTES":
-        items = _split_length_prefixed(name, buffer)
-        if len(items) != count:
-            raise _count_error(name, shape, count, len(items))
-        array = np.empty(count, dtype=object)
-        array[:] = items
-        return array.reshape(shape)
+        return _bytes_tensor(name, shape, _split_length_prefixed(name, buffer))
     dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
     expected = count * dtype.itemsize
     if len(buffer) != expected:
@@ -172,6 +162,15 @@ def _text(item: object) -> str:
     if isinstance(item, bytes):
         return item.decode("utf-8", "replace")
     return str(item)
+
+
+def _bytes_tensor(name: str, shape: tuple[int, ...], items: list[bytes]) -> np.ndarray:
+    count = element_count(shape)
+    if len(items) != count:
+        raise _count_error(name, shape, count, len(items))
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array.reshape(shape)
 
 
 def _flatten_bytes(name: str, data: Any) -> list[bytes]:

@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from gateway.errors import InvalidRequest
+from gateway.protocol.jsonbody import load_object
 from gateway.protocol.signature import Signature, TensorSpec
 from gateway.protocol.tensors import as_numeric_array, json_data
 
@@ -28,15 +29,7 @@ class PredictRequest:
 
 
 def decode_predict(body: bytes, signature: Signature) -> PredictRequest:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidRequest(
-            'request body must be a JSON object with "instances" or "inputs", '
-            f"got {type(doc).__name__}"
-        )
+    doc = load_object(body, 'a JSON object with "instances" or "inputs"')
     unknown = sorted(set(doc) - _ALLOWED_KEYS)
     if unknown:
         raise InvalidRequest(

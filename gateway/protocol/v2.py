@@ -16,6 +16,7 @@ import orjson
 
 from gateway.errors import InvalidRequest
 from gateway.protocol.datatypes import NUMPY_DTYPES, datatype_of
+from gateway.protocol.jsonbody import load_object
 from gateway.protocol.tensors import (
     array_from_bytes,
     array_from_json,
@@ -54,14 +55,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         header, binary = view[:json_end], view[json_end:]
     else:
         header, binary = view, None
-    try:
-        doc = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidRequest(
-            f"request body must be a JSON object with 'inputs', got {type(doc).__name__}"
-        )
+    doc = load_object(header, "a JSON object with 'inputs'")
     return _decode_document(doc, binary)
 
 
