@@ -13,6 +13,7 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.http import responses
 from gateway.http.routes import ROUTES
+from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.repository.registry import ModelRegistry
 from gateway.service import InferenceService
@@ -45,4 +46,6 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """Factory for worker processes: each rebuilds the settings from GATEWAY_* variables."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,10 +65,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
     from gateway.logs import configure_logging
+    from gateway.server import run
 
     try:
         settings = settings_from_args(args)
@@ -82,24 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    common = dict(
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,  # a log line per request costs throughput; see --log-level debug
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.drain_timeout) or None,
-        server_header=False,
-    )
-    if settings.workers > 1:
-        # each worker process rebuilds the same Settings from the environment
-        os.environ.update(settings.to_environment())
-        uvicorn.run(
-            "gateway.app:app_from_environment", factory=True, workers=settings.workers, **common
-        )
-    else:
-        uvicorn.run(create_app(settings), **common)
+    run(settings)
     return 0
 
 

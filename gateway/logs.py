@@ -8,7 +8,11 @@ from datetime import UTC, datetime
 
 import orjson
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+# uvicorn adds color_message for its own console formatter; it is noise in JSON
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

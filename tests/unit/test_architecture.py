@@ -48,10 +48,10 @@ def test_environment_read_only_by_config() -> None:
         for p in _modules()
         if "os.environ" in p.read_text() or "os.getenv" in p.read_text()
     }
-    # cli.py writes the settings into the environment for worker processes; only config reads
-    assert readers <= {"config.py", "cli.py"}
-    assert "os.environ[" not in (PACKAGE / "cli.py").read_text()
-    assert "os.getenv" not in (PACKAGE / "cli.py").read_text()
+    # server.py writes the settings into the environment for worker processes; only config reads
+    assert readers <= {"config.py", "server.py"}
+    assert "os.environ[" not in (PACKAGE / "server.py").read_text()
+    assert "os.getenv" not in (PACKAGE / "server.py").read_text()
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -106,3 +106,37 @@ def test_queue_limit_and_deadline(tmp_path: Path) -> None:
     assert "waited 1 ms" in second.message
     assert isinstance(third, QueueFull)
     assert "max_queue_size = 1" in third.message
+
+
+def test_choose_providers_falls_back_to_cpu() -> None:
+    from gateway.repository.session import choose_providers
+
+    cpu_only = ["CPUExecutionProvider"]
+    assert choose_providers(None, cpu_only) == cpu_only
+    assert choose_providers(["CUDAExecutionProvider"], cpu_only) == cpu_only
+    with_cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(None, with_cuda) == with_cuda
+    assert choose_providers(["CPUExecutionProvider"], with_cuda) == cpu_only
+
+
+def test_cuda_config_loads_on_a_cpu_only_machine(tmp_path: Path) -> None:
+    onnx_models.write_model(tmp_path, "m", 1, onnx_models.fixed_shape())
+    onnx_models.write_config(
+        tmp_path,
+        "m",
+        '[runtime]\nproviders = ["CUDAExecutionProvider", "CPUExecutionProvider"]\n'
+        'graph_optimization_level = "basic"\ninstances = 2\n',
+    )
+    registry = _load(tmp_path)
+    try:
+        version = registry.resolve("m", None)
+        assert version.info.providers[-1] == "CPUExecutionProvider"
+        x = np.ones((2, 3), np.float32)
+        result = asyncio.run(_run_in_new_loop(version, {"x": x}))
+        np.testing.assert_array_equal(result[0], -x)
+    finally:
+        registry.close()
+
+
+async def _run_in_new_loop(version: object, inputs: dict) -> list:
+    return await version.run(inputs, ["y"])  # type: ignore[attr-defined]

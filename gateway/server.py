@@ -1,0 +1,49 @@
+"""Running the app under uvicorn, one process or several."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import Settings
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, except that a signal which led to a clean drain exits with status 0.
+
+    uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process
+    would die "killed by signal"; for an orchestrator, a drained gateway has
+    succeeded.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
+def run(settings: Settings) -> None:
+    options: dict[str, Any] = dict(
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # a log line per request costs throughput
+        log_config=None,  # gateway.logs configured the root logger
+        timeout_graceful_shutdown=int(settings.drain_timeout) or None,
+        server_header=False,
+    )
+    if settings.workers == 1:
+        GatewayServer(uvicorn.Config(create_app(settings), **options)).run()
+        return
+    # each worker process rebuilds the same Settings from the environment
+    os.environ.update(settings.to_environment())
+    uvicorn.run(
+        "gateway.app:app_from_environment", factory=True, workers=settings.workers, **options
+    )
