@@ -40,6 +40,7 @@ test: $(VENV)/.installed-test redis-server
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gateway tests loadtests
 	$(BIN)/ruff format --check gateway tests loadtests
+	$(BIN)/mypy
 
 check-models: $(VENV)/.installed
 	$(BIN)/gateway models check models

@@ -79,8 +79,8 @@ def _select_outputs(
     signature: Signature, requested: Sequence[RequestedOutput] | None, binary_default: bool
 ) -> tuple[list[str], list[bool]]:
     if requested is None:
-        names = signature.output_names
-        return names, [binary_default] * len(names)
+        every = signature.output_names
+        return every, [binary_default] * len(every)
     if not requested:
         raise InvalidRequest("'outputs' is an empty list; omit it to get every output")
     names: list[str] = []

@@ -43,7 +43,7 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    return json_response({"error": message}, exc.status_code, exc.headers)
+    return json_response({"error": message}, exc.status_code, dict(exc.headers or {}))
 
 
 async def unhandled_exception(request: Request, exc: Exception) -> Response:

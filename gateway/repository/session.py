@@ -76,7 +76,8 @@ class OnnxModel:
     ) -> list[np.ndarray]:
         feeds = {name: _as_text(name, a) if a.dtype == object else a for name, a in inputs.items()}
         try:
-            return self.sessions[instance].run(list(output_names), feeds)
+            outputs: list[np.ndarray] = self.sessions[instance].run(list(output_names), feeds)
+            return outputs
         except _INVALID_ARGUMENT as exc:
             raise InvalidRequest(f"the model rejected the inputs: {_short(exc)}") from None
         except Exception as exc:  # a failed run must fail its request, not the server
