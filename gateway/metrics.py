@@ -5,8 +5,11 @@ Labels name the version that actually answered, never the one asked for.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+DISPATCH_REASONS = ("full", "preferred", "delay", "idle")
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 # request latency from a fraction of a millisecond (batch 1, small model) to seconds
 LATENCY_BUCKETS = (
@@ -54,6 +57,43 @@ class Metrics:
             registry=self.registry,
         )
 
+        labels = ["model", "version"]
+        self.batch_size = Histogram(
+            "gateway_batch_size",
+            "Rows per model run",
+            labels,
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "gateway_queue_depth", "Requests waiting for a batch", labels, registry=self.registry
+        )
+        self.queue_duration = Histogram(
+            "gateway_queue_duration_seconds",
+            "Time a request waited in its version's queue before its batch ran",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_duration = Histogram(
+            "gateway_inference_duration_seconds",
+            "Time of one model run (one batch)",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_dispatch = Counter(
+            "gateway_batch_dispatch",
+            "Batches run, by why the batch was cut: full (max_batch_size reached), preferred "
+            "(a preferred size reached), delay (max_queue_delay_ms ran out while waiting for "
+            "announced requests), idle (nothing else was on its way)",
+            ["model", "version", "reason"],
+            registry=self.registry,
+        )
+
+    def batch_observer(self, model: str, version: int) -> BatchMetrics:
+        return BatchMetrics(self, model, str(version))
+
     def model_loaded(self, model: str, version: int, outcome: str) -> None:
         self.model_loads.labels(model, str(version), outcome).inc()
 
@@ -66,3 +106,30 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class BatchMetrics:
+    """One version's batching metrics, with the label children bound once (the hot path)."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._size = metrics.batch_size.labels(model, version)
+        self._depth = metrics.queue_depth.labels(model, version)
+        self._queue = metrics.queue_duration.labels(model, version)
+        self._run = metrics.inference_duration.labels(model, version)
+        self._reasons = {
+            reason: metrics.batch_dispatch.labels(model, version, reason)
+            for reason in DISPATCH_REASONS
+        }
+
+    def dispatched(self, rows: int, reason: str) -> None:
+        self._size.observe(rows)
+        self._reasons[reason].inc()
+
+    def waited(self, seconds: float) -> None:
+        self._queue.observe(seconds)
+
+    def ran(self, seconds: float) -> None:
+        self._run.observe(seconds)
+
+    def depth(self, waiting: int) -> None:
+        self._depth.set(waiting)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.batching.queue import Ticket
 from gateway.errors import InvalidRequest
 from gateway.protocol.signature import Signature, check_datatype, check_shape
 from gateway.protocol.v2 import InferRequest, RequestedOutput
@@ -32,23 +33,30 @@ class InferenceService:
     def resolve(self, model: str, version: str | None) -> ModelVersion:
         return self.registry.resolve(model, version)
 
-    async def infer(self, target: ModelVersion, request: InferRequest) -> InferResult:
+    async def infer(
+        self, target: ModelVersion, request: InferRequest, ticket: Ticket | None = None
+    ) -> InferResult:
         """Run a decoded v2 request on an already resolved version."""
         signature = target.signature
         check_inputs(signature, request.inputs, request.datatypes)
+        check_batch(target, request.inputs)
         names, binary = _select_outputs(signature, request.outputs, request.binary_output)
-        arrays = await target.run(request.inputs, names, request.timeout_ms)
+        arrays = await target.run(request.inputs, names, request.timeout_ms, ticket)
         return InferResult(target, list(zip(names, arrays, strict=True)), binary)
 
     async def predict(
-        self, target: ModelVersion, inputs: Mapping[str, np.ndarray]
+        self,
+        target: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        ticket: Ticket | None = None,
     ) -> list[tuple[str, np.ndarray]]:
         """Run v1 inputs (already in the model's dtypes) and return every output."""
         signature = target.signature
         for spec in signature.inputs:
             check_shape(spec, inputs[spec.name].shape)
+        check_batch(target, inputs)
         names = signature.output_names
-        arrays = await target.run(inputs, names)
+        arrays = await target.run(inputs, names, ticket=ticket)
         return list(zip(names, arrays, strict=True))
 
 
@@ -73,6 +81,16 @@ def check_inputs(
             + "; the model needs "
             + ", ".join(f"'{s.name}' ({s.datatype} {list(s.shape)})" for s in signature.inputs)
         )
+
+
+def check_batch(target: ModelVersion, inputs: Mapping[str, np.ndarray]) -> None:
+    """Inputs that are batched together must agree on their number of rows."""
+    if not target.policy.batching or len(inputs) < 2:
+        return
+    rows = {name: a.shape[0] for name, a in inputs.items()}
+    if len(set(rows.values())) > 1:
+        listed = ", ".join(f"'{n}' has {r}" for n, r in rows.items())
+        raise InvalidRequest(f"inputs must have the same number of rows (batch size): {listed}")
 
 
 def _select_outputs(

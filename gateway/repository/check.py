@@ -27,7 +27,7 @@ async def check_repository(root: Path) -> tuple[str, bool]:
         lines.append(f"OK: {len(state.models)} model(s)")
         return "\n".join(lines), True
     finally:
-        registry.close()
+        await registry.aclose()
 
 
 def _describe(served: ServedModel) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
+from gateway.batching.queue import BatchObserver
 from gateway.errors import ConfigError, ModelNotFound, ModelNotReady
 from gateway.repository.layout import ModelDir, is_valid_model_name, scan_repository
 from gateway.repository.session import OnnxModel
@@ -26,8 +27,9 @@ from gateway.repository.version import ModelVersion, VersionInfo
 log = logging.getLogger("gateway.repository")
 
 
-class LoadObserver(Protocol):
+class RegistryObserver(Protocol):
     def model_loaded(self, model: str, version: int, outcome: str) -> None: ...
+    def batch_observer(self, model: str, version: int) -> BatchObserver: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ class ModelRegistry:
     def __init__(
         self,
         root: Path,
-        observer: LoadObserver | None = None,
+        observer: RegistryObserver | None = None,
         inference_executor: Executor | None = None,
     ) -> None:
         self.root = root
@@ -93,6 +95,13 @@ class ModelRegistry:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Let every version finish its queued and running requests, then release it all."""
+        versions = [v for m in self.state.models.values() for v in m.versions.values()]
+        self.state = _EMPTY
+        await asyncio.gather(*(v.aclose() for v in versions))
         self.close()
 
     def close(self) -> None:
@@ -105,6 +114,9 @@ class ModelRegistry:
         """Scan and load the whole repository, then make it the serving state."""
         loop = asyncio.get_running_loop()
         state = await loop.run_in_executor(self._loader, self._build_state)
+        for model in state.models.values():
+            for version in model.versions.values():
+                version.start()
         self.state = state
         return state
 
@@ -190,7 +202,8 @@ class ModelRegistry:
             providers=tuple(model.providers),
         )
         log.info("loaded model %s version %d on %s", entry.name, number, ", ".join(model.providers))
-        return ModelVersion(info, config, model, self._executor)
+        observer = self._observer.batch_observer(entry.name, number) if self._observer else None
+        return ModelVersion(info, config, model, self._executor, observer)
 
     def _observe(self, model: str, version: int, outcome: str) -> None:
         if self._observer is not None:

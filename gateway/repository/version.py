@@ -1,4 +1,4 @@
-"""A loaded, warmed-up model version that requests can run on."""
+"""A loaded, warmed-up model version: its signature, config, and the batcher in front of it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.errors import DeadlineExceeded, QueueFull
+from gateway.batching.policy import BatchPolicy
+from gateway.batching.queue import BatchObserver, BatchQueue, Ticket
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig
@@ -25,66 +26,71 @@ class VersionInfo:
     providers: tuple[str, ...]
 
 
-class ModelVersion:
-    """Runs inference on one version, at most ``[runtime] instances`` runs at a time.
+def batch_policy(config: ModelConfig, signature: Signature) -> BatchPolicy:
+    """The batcher's policy; a model whose inputs or outputs lack a batch dimension runs
+    each request on its own."""
+    batching = config.batching
+    batchable = all(s.has_batch_dim for s in (*signature.inputs, *signature.outputs))
+    return BatchPolicy(
+        max_batch_size=batching.max_batch_size if batchable else 0,
+        max_delay_s=batching.max_queue_delay_ms / 1000,
+        preferred_batch_sizes=frozenset(batching.preferred_batch_sizes),
+        max_queue_size=batching.max_queue_size,
+        default_timeout_s=batching.timeout_ms / 1000 or None,
+    )
 
-    Invariant: each session instance serves one run at a time; a run holds its
-    instance from dispatch to completion, and always gives it back.
-    """
+
+class ModelVersion:
+    """Requests go through the version's BatchQueue; each of ``[runtime] instances``
+    sessions runs one batch at a time, in the inference executor."""
 
     def __init__(
-        self, info: VersionInfo, config: ModelConfig, model: OnnxModel, executor: Executor
+        self,
+        info: VersionInfo,
+        config: ModelConfig,
+        model: OnnxModel,
+        executor: Executor,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.info = info
         self.config = config
         self.signature: Signature = model.signature
         self.label = str(info.version)
+        self.policy = batch_policy(config, model.signature)
         self._model = model
         self._executor = executor
-        self._waiting = 0
-        self._free: asyncio.Queue[int] = asyncio.Queue(maxsize=len(model.sessions))
-        for instance in range(len(model.sessions)):
-            self._free.put_nowait(instance)
+        self.batcher = BatchQueue(
+            self._run_batch,
+            self.policy,
+            instances=len(model.sessions),
+            observer=observer,
+            name=f"model '{info.model}' version {info.version}",
+        )
+
+    def start(self) -> None:
+        """Start the batch workers; call on the event loop that will serve requests."""
+        self.batcher.start()
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+
+    def expect(self) -> Ticket:
+        return self.batcher.expect()
 
     async def run(
         self,
         inputs: Mapping[str, np.ndarray],
         output_names: Sequence[str],
         timeout_ms: float | None = None,
+        ticket: Ticket | None = None,
     ) -> list[np.ndarray]:
-        """Run once a session instance is free.
+        timeout_s = timeout_ms / 1000 if timeout_ms else None
+        return await self.batcher.submit(inputs, output_names, timeout_s, ticket)
 
-        Raises QueueFull when ``max_queue_size`` requests are already waiting, and
-        DeadlineExceeded when no instance frees up within the request's timeout
-        (``timeout_ms``, else ``[batching] timeout_ms``; 0 means none); an expired
-        request never runs.
-        """
-        batching = self.config.batching
-        if self._free.empty() and self._waiting >= batching.max_queue_size:
-            raise QueueFull(
-                f"model '{self.info.model}' version {self.label} already has {self._waiting} "
-                f"requests waiting ([batching] max_queue_size = {batching.max_queue_size}); "
-                "retry after the Retry-After interval"
-            )
-        deadline_ms = timeout_ms or batching.timeout_ms
-        self._waiting += 1
-        try:
-            if deadline_ms:
-                async with asyncio.timeout(deadline_ms / 1000):
-                    instance = await self._free.get()
-            else:
-                instance = await self._free.get()
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"request waited {deadline_ms:g} ms (its timeout_ms) for model "
-                f"'{self.info.model}' version {self.label} without starting; the model is busy"
-            ) from None
-        finally:
-            self._waiting -= 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._executor, self._model.run, instance, inputs, output_names
-            )
-        finally:
-            self._free.put_nowait(instance)
+    async def _run_batch(
+        self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
+    ) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._model.run, instance, inputs, output_names
+        )

@@ -127,16 +127,14 @@ def test_cuda_config_loads_on_a_cpu_only_machine(tmp_path: Path) -> None:
         '[runtime]\nproviders = ["CUDAExecutionProvider", "CPUExecutionProvider"]\n'
         'graph_optimization_level = "basic"\ninstances = 2\n',
     )
-    registry = _load(tmp_path)
-    try:
-        version = registry.resolve("m", None)
-        assert version.info.providers[-1] == "CPUExecutionProvider"
-        x = np.ones((2, 3), np.float32)
-        result = asyncio.run(_run_in_new_loop(version, {"x": x}))
-        np.testing.assert_array_equal(result[0], -x)
-    finally:
-        registry.close()
 
+    async def scenario() -> None:
+        async with ModelRegistry(tmp_path) as registry:
+            version = registry.resolve("m", None)
+            assert version.info.providers[-1] == "CPUExecutionProvider"
+            assert not version.policy.batching  # no batch dimension: one request per run
+            x = np.ones((2, 3), np.float32)
+            (y,) = await version.run({"x": x}, ["y"])
+            np.testing.assert_array_equal(y, -x)
 
-async def _run_in_new_loop(version: object, inputs: dict) -> list:
-    return await version.run(inputs, ["y"])  # type: ignore[attr-defined]
+    asyncio.run(scenario())

@@ -1,0 +1,1 @@
+"""Dynamic batching: a pure asyncio core (no HTTP, no onnxruntime, no Prometheus)."""
