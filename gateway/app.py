@@ -8,10 +8,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.http import responses
+from gateway.http.inference import InferenceRoutes
 from gateway.http.routes import ROUTES
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
@@ -19,7 +21,7 @@ from gateway.repository.registry import ModelRegistry
 from gateway.service import InferenceService
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         metrics = Metrics()
@@ -33,18 +35,21 @@ def create_app(settings: Settings) -> Starlette:
                 "max_body_bytes": settings.max_body_bytes,
             }
 
-    return Starlette(
-        routes=ROUTES,
-        lifespan=lifespan,
-        exception_handlers={
-            HTTPException: responses.http_exception,
-            GatewayError: responses.gateway_exception,
-            Exception: responses.unhandled_exception,
-        },
+    # the inference paths bypass Starlette's routing (the hot path); the rest uses it
+    return InferenceRoutes(
+        Starlette(
+            routes=ROUTES,
+            lifespan=lifespan,
+            exception_handlers={
+                HTTPException: responses.http_exception,
+                GatewayError: responses.gateway_exception,
+                Exception: responses.unhandled_exception,
+            },
+        )
     )
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> ASGIApp:
     """Factory for worker processes: each rebuilds the settings from GATEWAY_* variables."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)

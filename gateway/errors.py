@@ -63,5 +63,9 @@ class InferenceFailed(GatewayError):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
 
 
+class ClientGone(Exception):
+    """The caller disconnected before its request ran; nobody is left to answer."""
+
+
 class ConfigError(Exception):
     """A model repository or model.toml problem; never reaches a caller as a status."""

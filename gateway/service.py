@@ -6,7 +6,7 @@ the outputs. HTTP handlers decode and encode around it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,14 +34,18 @@ class InferenceService:
         return self.registry.resolve(model, version)
 
     async def infer(
-        self, target: ModelVersion, request: InferRequest, ticket: Ticket | None = None
+        self,
+        target: ModelVersion,
+        request: InferRequest,
+        ticket: Ticket | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> InferResult:
         """Run a decoded v2 request on an already resolved version."""
         signature = target.signature
         check_inputs(signature, request.inputs, request.datatypes)
         check_batch(target, request.inputs)
         names, binary = _select_outputs(signature, request.outputs, request.binary_output)
-        arrays = await target.run(request.inputs, names, request.timeout_ms, ticket)
+        arrays = await target.run(request.inputs, names, request.timeout_ms, ticket, gone)
         return InferResult(target, list(zip(names, arrays, strict=True)), binary)
 
     async def predict(
@@ -49,6 +53,7 @@ class InferenceService:
         target: ModelVersion,
         inputs: Mapping[str, np.ndarray],
         ticket: Ticket | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> list[tuple[str, np.ndarray]]:
         """Run v1 inputs (already in the model's dtypes) and return every output."""
         signature = target.signature
@@ -56,7 +61,7 @@ class InferenceService:
             check_shape(spec, inputs[spec.name].shape)
         check_batch(target, inputs)
         names = signature.output_names
-        arrays = await target.run(inputs, names, ticket=ticket)
+        arrays = await target.run(inputs, names, ticket=ticket, gone=gone)
         return list(zip(names, arrays, strict=True))
 
 

@@ -29,68 +29,25 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from enum import Enum
-from typing import Protocol
 
 import numpy as np
 
-from gateway.batching.assemble import batch_key, check_outputs, split_rows, stack
-from gateway.batching.clock import Clock, LoopClock, Timer
+from gateway.batching.assemble import batch_key, check_outputs, stack
+from gateway.batching.clock import Clock, LoopClock
+from gateway.batching.observer import BatchObserver, NullObserver
 from gateway.batching.policy import BatchPolicy
+from gateway.batching.request import (
+    QueuedRequest,
+    State,
+    fail_all,
+    hand_back,
+    hung_up,
+    total_rows,
+)
 from gateway.errors import DeadlineExceeded, ModelNotReady, QueueFull
 
 # (instance, inputs, output names) -> outputs, in the order of the names
 RunBatch = Callable[[int, Mapping[str, np.ndarray], Sequence[str]], Awaitable[list[np.ndarray]]]
-
-
-class BatchObserver(Protocol):
-    def dispatched(self, rows: int, reason: str) -> None: ...
-    def waited(self, seconds: float) -> None: ...
-    def ran(self, seconds: float) -> None: ...
-    def depth(self, waiting: int) -> None: ...
-
-
-class _NullObserver:
-    def dispatched(self, rows: int, reason: str) -> None:
-        pass
-
-    def waited(self, seconds: float) -> None:
-        pass
-
-    def ran(self, seconds: float) -> None:
-        pass
-
-    def depth(self, waiting: int) -> None:
-        pass
-
-
-class _State(Enum):
-    QUEUED = 1  # in the queue
-    CLAIMED = 2  # taken by a worker that is still cutting its batch
-    RUNNING = 3
-    GONE = 4  # cancelled by its caller, or expired: never runs
-
-
-class _Request:
-    __slots__ = ("inputs", "outputs", "rows", "key", "future", "queued_at", "timer", "state")
-
-    def __init__(
-        self,
-        inputs: Mapping[str, np.ndarray],
-        outputs: tuple[str, ...],
-        rows: int,
-        key: object,
-        future: asyncio.Future[list[np.ndarray]],
-        queued_at: float,
-    ) -> None:
-        self.inputs = inputs
-        self.outputs = outputs
-        self.rows = rows
-        self.key = key
-        self.future = future
-        self.queued_at = queued_at
-        self.timer: Timer | None = None
-        self.state = _State.QUEUED
 
 
 class Ticket:
@@ -124,11 +81,11 @@ class BatchQueue:
     ) -> None:
         self._run_batch = run_batch
         self._policy = policy
-        self._observer = observer or _NullObserver()
+        self._observer = observer or NullObserver()
         self._clock = clock
         self._name = name
         self._instances = instances
-        self._pending: deque[_Request] = deque()
+        self._pending: deque[QueuedRequest] = deque()
         self._waiting = 0  # live requests in _pending
         self._running = 0  # batches in flight
         self._expected = 0
@@ -161,8 +118,13 @@ class BatchQueue:
         outputs: Sequence[str],
         timeout_s: float | None = None,
         ticket: Ticket | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> list[np.ndarray]:
-        """Queue one request and wait for its output rows (in the order of ``outputs``)."""
+        """Queue one request and wait for its output rows (in the order of ``outputs``).
+
+        ``gone`` tells whether the caller has hung up; such a request is dropped (with
+        ClientGone) when its batch is about to run.
+        """
         if ticket is not None:
             ticket.release()
         if self._closing:
@@ -178,7 +140,7 @@ class BatchQueue:
         names = tuple(outputs)
         rows, key = batch_key(inputs, names, policy.batching)
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        request = _Request(inputs, names, rows, key, future, self._clock.now())
+        request = QueuedRequest(inputs, names, rows, key, future, self._clock.now(), gone)
         timeout = timeout_s if timeout_s is not None else policy.default_timeout_s
         if timeout:
             request.timer = self._clock.call_at(
@@ -224,12 +186,12 @@ class BatchQueue:
             if batch:
                 await self._dispatch(instance, batch, reason)
 
-    async def _cut(self) -> tuple[list[_Request], str]:
+    async def _cut(self) -> tuple[list[QueuedRequest], str]:
         policy = self._policy
         batch = self._take(None, policy.max_batch_size)
         if not batch:
             return [], ""
-        rows = _rows(batch)
+        rows = total_rows(batch)
         if not policy.batching or rows >= policy.max_batch_size:
             return batch, "full"
         assert self._clock is not None
@@ -241,7 +203,7 @@ class BatchQueue:
             await self._next_arrival(until)
             more = self._take(batch[0].key, policy.max_batch_size - rows)
             batch.extend(more)
-            rows += _rows(more)
+            rows += total_rows(more)
             if rows >= policy.max_batch_size:
                 return batch, "full"
         if rows in preferred:
@@ -251,7 +213,7 @@ class BatchQueue:
             return trimmed, "preferred"
         return batch, "delay" if waited and self._clock.now() >= until else "idle"
 
-    def _trim_to_preferred(self, batch: list[_Request]) -> list[_Request]:
+    def _trim_to_preferred(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
         """The longest prefix of the batch whose rows add up to a preferred size; the rest
         goes back to the head of the queue. Without such a prefix, the whole batch."""
         sizes = self._policy.preferred_batch_sizes
@@ -264,22 +226,22 @@ class BatchQueue:
             return batch
         rest = batch[best:]
         for request in rest:
-            if request.state is _State.CLAIMED:
-                request.state = _State.QUEUED
+            if request.state is State.CLAIMED:
+                request.state = State.QUEUED
                 self._waiting += 1
         self._pending.extendleft(reversed(rest))
         return batch[:best]
 
-    def _take(self, key: object, max_rows: int) -> list[_Request]:
+    def _take(self, key: object, max_rows: int) -> list[QueuedRequest]:
         """Remove and return the oldest requests of one key, up to ``max_rows`` rows."""
-        taken: list[_Request] = []
-        skipped: list[_Request] = []
+        taken: list[QueuedRequest] = []
+        skipped: list[QueuedRequest] = []
         rows = 0
         limit = max(max_rows, 1)
         pending = self._pending
         while pending:
             request = pending[0]
-            if request.state is not _State.QUEUED:
+            if request.state is not State.QUEUED:
                 pending.popleft()
                 continue
             if key is None:
@@ -290,7 +252,7 @@ class BatchQueue:
             if taken and rows + request.rows > limit:
                 break
             pending.popleft()
-            request.state = _State.CLAIMED
+            request.state = State.CLAIMED
             taken.append(request)
             rows += request.rows
             if rows >= limit or not self._policy.batching:
@@ -317,14 +279,14 @@ class BatchQueue:
             timer.cancel()
             self._arrival = None
 
-    async def _dispatch(self, instance: int, batch: list[_Request], reason: str) -> None:
+    async def _dispatch(self, instance: int, batch: list[QueuedRequest], reason: str) -> None:
         assert self._clock is not None
-        live = [r for r in batch if r.state is _State.CLAIMED]
+        live = [r for r in batch if r.state is State.CLAIMED and not hung_up(r)]
         if not live:
             return
         now = self._clock.now()
         for request in live:
-            request.state = _State.RUNNING
+            request.state = State.RUNNING
             if request.timer is not None:
                 request.timer.cancel()
             self._observer.waited(now - request.queued_at)
@@ -336,31 +298,31 @@ class BatchQueue:
             outputs = await self._run_batch(instance, inputs, live[0].outputs)
             check_outputs(outputs, live[0].outputs, rows, len(live) > 1)
         except asyncio.CancelledError:
-            _fail(live, ModelNotReady(f"{self._name} stopped before this request ran"))
+            fail_all(live, ModelNotReady(f"{self._name} stopped before this request ran"))
             raise
         except Exception as exc:  # one failed run fails exactly its own batch
-            _fail(live, exc)
+            fail_all(live, exc)
         else:
             self._observer.ran(self._clock.now() - now)
-            _hand_back(live, outputs)
+            hand_back(live, outputs)
         finally:
             self._running -= 1
 
     # -- the caller side -------------------------------------------------------------
 
-    def _drop(self, request: _Request) -> None:
+    def _drop(self, request: QueuedRequest) -> None:
         """Forget a request that has not started; a queued one leaves the queue lazily."""
-        if request.state is _State.QUEUED:
+        if request.state is State.QUEUED:
             self._waiting -= 1
             self._observer.depth(self._waiting)
-        elif request.state is not _State.CLAIMED:
+        elif request.state is not State.CLAIMED:
             return
-        request.state = _State.GONE
+        request.state = State.GONE
         if request.timer is not None:
             request.timer.cancel()
 
-    def _expire(self, request: _Request, timeout_s: float) -> None:
-        if request.state not in (_State.QUEUED, _State.CLAIMED):
+    def _expire(self, request: QueuedRequest, timeout_s: float) -> None:
+        if request.state not in (State.QUEUED, State.CLAIMED):
             return
         self._drop(request)
         if not request.future.done():
@@ -370,23 +332,3 @@ class BatchQueue:
                     f"of {self._name} without starting; the model is busy"
                 )
             )
-
-
-def _rows(batch: list[_Request]) -> int:
-    return sum(r.rows for r in batch)
-
-
-def _hand_back(batch: list[_Request], outputs: list[np.ndarray]) -> None:
-    if len(batch) == 1:
-        parts = [outputs]
-    else:
-        parts = split_rows(outputs, [r.rows for r in batch])
-    for request, part in zip(batch, parts, strict=True):
-        if not request.future.done():
-            request.future.set_result(part)
-
-
-def _fail(batch: list[_Request], exc: BaseException) -> None:
-    for request in batch:
-        if not request.future.done():
-            request.future.set_exception(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from starlette.requests import Request
+from starlette.types import Receive
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
 
@@ -12,26 +12,38 @@ from gateway.errors import InvalidRequest, PayloadTooLarge
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(
+    receive: Receive, limit: int, declared: bytes | None, encoding: bytes | None
+) -> bytes:
+    """The body from ASGI ``receive``; ``declared`` and ``encoding`` are the raw
+    Content-Length and Content-Encoding header values, if any."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, f"Content-Length is {declared}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit, "the body is larger")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "identity":
+        raise _too_large(limit, f"Content-Length is {declared.decode()}")
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if message.get("more_body", False):
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, "the body is larger")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    elif len(body) > limit:
+        raise _too_large(limit, "the body is larger")
+    if encoding is None:
         return body
-    if encoding not in _DECODERS:
+    name = encoding.decode("latin-1").strip().lower()
+    if name == "identity":
+        return body
+    if name not in _DECODERS:
         raise InvalidRequest(
-            f"Content-Encoding '{encoding}' is not supported; send gzip, deflate or identity"
+            f"Content-Encoding '{name}' is not supported; send gzip, deflate or identity"
         )
-    return _decompress(body, encoding, limit)
+    return _decompress(body, name, limit)
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

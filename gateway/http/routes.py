@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from gateway.http import handlers
+from gateway.http.inference import INFER_V2, PREDICT_V1
 
 ROUTES = [
     Route("/v2", handlers.server_metadata, methods=["GET"]),
@@ -12,12 +13,12 @@ ROUTES = [
     Route("/v2/health/ready", handlers.ready, methods=["GET"]),
     Route("/v2/models/{model}", handlers.model_metadata, methods=["GET"]),
     Route("/v2/models/{model}/ready", handlers.model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/infer", handlers.infer_v2, methods=["POST"]),
+    Route("/v2/models/{model}/infer", INFER_V2, methods=["POST"]),
     Route("/v2/models/{model}/versions/{version}", handlers.model_metadata, methods=["GET"]),
     Route("/v2/models/{model}/versions/{version}/ready", handlers.model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/versions/{version}/infer", handlers.infer_v2, methods=["POST"]),
-    Route("/v1/models/{model}:predict", handlers.predict_v1, methods=["POST"]),
-    Route("/v1/models/{model}/versions/{version}:predict", handlers.predict_v1, methods=["POST"]),
+    Route("/v2/models/{model}/versions/{version}/infer", INFER_V2, methods=["POST"]),
+    Route("/v1/models/{model}:predict", PREDICT_V1, methods=["POST"]),
+    Route("/v1/models/{model}/versions/{version}:predict", PREDICT_V1, methods=["POST"]),
     Route("/v1/models/{model}", handlers.model_status_v1, methods=["GET"]),
     Route("/v1/models/{model}/versions/{version}", handlers.model_status_v1, methods=["GET"]),
     Route("/metrics", handlers.metrics, methods=["GET"]),

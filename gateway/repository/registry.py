@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
-from gateway.batching.queue import BatchObserver
+from gateway.batching.observer import BatchObserver
 from gateway.errors import ConfigError, ModelNotFound, ModelNotReady
 from gateway.repository.layout import ModelDir, is_valid_model_name, scan_repository
 from gateway.repository.session import OnnxModel

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from gateway.batching.policy import BatchPolicy
-from gateway.batching.queue import BatchObserver, BatchQueue, Ticket
+from gateway.batching.observer import BatchObserver
+from gateway.batching.queue import BatchQueue, Ticket
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig
@@ -83,9 +84,10 @@ class ModelVersion:
         output_names: Sequence[str],
         timeout_ms: float | None = None,
         ticket: Ticket | None = None,
+        gone: Callable[[], bool] | None = None,
     ) -> list[np.ndarray]:
         timeout_s = timeout_ms / 1000 if timeout_ms else None
-        return await self.batcher.submit(inputs, output_names, timeout_s, ticket)
+        return await self.batcher.submit(inputs, output_names, timeout_s, ticket, gone)
 
     async def _run_batch(
         self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]

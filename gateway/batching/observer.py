@@ -1,0 +1,26 @@
+"""What the batcher reports, as a protocol: the metrics module implements it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class BatchObserver(Protocol):
+    def dispatched(self, rows: int, reason: str) -> None: ...
+    def waited(self, seconds: float) -> None: ...
+    def ran(self, seconds: float) -> None: ...
+    def depth(self, waiting: int) -> None: ...
+
+
+class NullObserver:
+    def dispatched(self, rows: int, reason: str) -> None:
+        pass
+
+    def waited(self, seconds: float) -> None:
+        pass
+
+    def ran(self, seconds: float) -> None:
+        pass
+
+    def depth(self, waiting: int) -> None:
+        pass

@@ -1,0 +1,85 @@
+"""One queued request and what can happen to it: run, hand back, fail, or drop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from enum import Enum
+
+import numpy as np
+
+from gateway.batching.assemble import split_rows
+from gateway.batching.clock import Timer
+from gateway.errors import ClientGone
+
+
+class State(Enum):
+    QUEUED = 1  # in the queue
+    CLAIMED = 2  # taken by a worker that is still cutting its batch
+    RUNNING = 3
+    GONE = 4  # cancelled by its caller, or expired: never runs
+
+
+class QueuedRequest:
+    __slots__ = (
+        "inputs",
+        "outputs",
+        "rows",
+        "key",
+        "future",
+        "queued_at",
+        "timer",
+        "state",
+        "gone",
+    )
+
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...],
+        rows: int,
+        key: object,
+        future: asyncio.Future[list[np.ndarray]],
+        queued_at: float,
+        gone: Callable[[], bool] | None,
+    ) -> None:
+        self.gone = gone
+        self.inputs = inputs
+        self.outputs = outputs
+        self.rows = rows
+        self.key = key
+        self.future = future
+        self.queued_at = queued_at
+        self.timer: Timer | None = None
+        self.state = State.QUEUED
+
+
+def hung_up(request: QueuedRequest) -> bool:
+    if request.gone is None or not request.gone():
+        return False
+    request.state = State.GONE
+    if request.timer is not None:
+        request.timer.cancel()
+    if not request.future.done():
+        request.future.set_exception(ClientGone())
+    return True
+
+
+def total_rows(batch: list[QueuedRequest]) -> int:
+    return sum(r.rows for r in batch)
+
+
+def hand_back(batch: list[QueuedRequest], outputs: list[np.ndarray]) -> None:
+    if len(batch) == 1:
+        parts = [outputs]
+    else:
+        parts = split_rows(outputs, [r.rows for r in batch])
+    for request, part in zip(batch, parts, strict=True):
+        if not request.future.done():
+            request.future.set_result(part)
+
+
+def fail_all(batch: list[QueuedRequest], exc: BaseException) -> None:
+    for request in batch:
+        if not request.future.done():
+            request.future.set_exception(exc)

@@ -1,0 +1,197 @@
+"""The inference endpoints as plain ASGI: the request path, read top to bottom.
+
+resolve the version -> announce the request to its batcher -> read the body ->
+decode (v2 or v1) -> run through the batcher -> encode -> send. Everything a
+caller can get wrong becomes a GatewayError and a JSON ``{"error": ...}``.
+
+These handlers skip Starlette's Request/Response objects: on a small model the
+HTTP path is most of the cost, and every microsecond here is per request.
+``InferenceRoutes`` dispatches the four inference paths straight to them and
+hands everything else to the Starlette app.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.batching.queue import Ticket
+from gateway.errors import ClientGone, GatewayError, QueueFull
+from gateway.http.body import read_body
+from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, disconnect_probe
+from gateway.metrics import Metrics
+from gateway.protocol import v1, v2
+from gateway.repository.version import ModelVersion
+from gateway.service import InferenceService
+
+log = logging.getLogger("gateway.http")
+
+_JSON = b"application/json"
+_OCTET_STREAM = b"application/octet-stream"
+_MAX_REQUEST_ID = 128
+_HEADER_LENGTH = v2.HEADER_LENGTH.encode()
+_WANTED = {b"x-request-id", b"content-length", b"content-encoding", _HEADER_LENGTH}
+
+# (service, version, body, request headers, ticket, gone) -> (payload, media type, headers)
+Encoded = tuple[bytes, bytes, list[tuple[bytes, bytes]]]
+Runner = Callable[
+    [InferenceService, ModelVersion, bytes, dict[bytes, bytes], Ticket, Callable[[], bool] | None],
+    Awaitable[Encoded],
+]
+
+
+async def _run_v2(
+    service: InferenceService,
+    target: ModelVersion,
+    body: bytes,
+    headers: dict[bytes, bytes],
+    ticket: Ticket,
+    gone: Callable[[], bool] | None,
+) -> Encoded:
+    length = headers.get(_HEADER_LENGTH)
+    decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
+    result = await service.infer(target, decoded, ticket, gone)
+    payload, header_length = v2.encode_response(
+        target.info.model, target.label, decoded.id, result.outputs, result.binary
+    )
+    if header_length is None:
+        return payload, _JSON, []
+    return payload, _OCTET_STREAM, [(_HEADER_LENGTH, str(header_length).encode())]
+
+
+async def _run_v1(
+    service: InferenceService,
+    target: ModelVersion,
+    body: bytes,
+    headers: dict[bytes, bytes],
+    ticket: Ticket,
+    gone: Callable[[], bool] | None,
+) -> Encoded:
+    decoded = v1.decode_predict(body, target.signature)
+    outputs = await service.predict(target, decoded.inputs, ticket, gone)
+    return v1.encode_predict(outputs, decoded.row_format), _JSON, []
+
+
+class InferenceEndpoint:
+    """An ASGI app for one protocol's inference path (path params from the router)."""
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self._run: Runner = _run_v2 if protocol == "v2" else _run_v1
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope["path_params"]
+        await self.handle(scope, receive, send, params["model"], params.get("version"))
+
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None
+    ) -> None:
+        started = perf_counter()
+        state = scope["state"]
+        service: InferenceService = state["service"]
+        metrics: Metrics = state["metrics"]
+        headers = {k: v for k, v in scope["headers"] if k in _WANTED}
+        request_id = (
+            headers.get(b"x-request-id", b"")[:_MAX_REQUEST_ID] or os.urandom(8).hex().encode()
+        )
+        response_headers = [(b"x-request-id", request_id)]
+        label = ""
+        ticket: Ticket | None = None
+        try:
+            target = service.resolve(model, version)
+            label = target.label
+            response_headers.append((b"x-model-version", label.encode()))
+            # announced before the body is read, so a batch being cut may wait for it
+            ticket = target.expect()
+            body = await read_body(
+                receive,
+                state["max_body_bytes"],
+                headers.get(b"content-length"),
+                headers.get(b"content-encoding"),
+            )
+            gone = disconnect_probe(receive)
+            payload, media_type, extra = await self._run(
+                service, target, body, headers, ticket, gone
+            )
+            status = 200
+            response_headers += extra
+        except ClientGone:
+            status, payload, media_type = CLIENT_CLOSED_REQUEST, b"", _JSON
+        except GatewayError as exc:
+            status, payload, media_type = int(exc.status), error_body(exc.message), _JSON
+            if isinstance(exc, QueueFull):
+                response_headers.append((b"retry-after", str(exc.retry_after_s).encode()))
+            if status >= 500:
+                log.warning("request %s to %s failed: %s", request_id.decode(), model, exc.message)
+        except Exception:
+            log.exception("request %s to %s failed unexpectedly", request_id.decode(), model)
+            status, media_type = 500, _JSON
+            payload = error_body(
+                f"internal error (request id {request_id.decode()}); the gateway log has details"
+            )
+        finally:
+            if ticket is not None:
+                ticket.release()
+        response_headers.append((b"content-type", media_type))
+        response_headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload})
+        known = model if model in service.registry.state.models else ""
+        metrics.request_done(known, label, self.protocol, status, perf_counter() - started)
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+INFER_V2 = InferenceEndpoint("v2")
+PREDICT_V1 = InferenceEndpoint("v1")
+
+
+class InferenceRoutes:
+    """Pure ASGI in front of Starlette: POSTs to the inference paths go straight to their
+    endpoint (no route table scan, no Request object); everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = match_inference_path(scope["path"])
+            if match is not None:
+                endpoint, model, version = match
+                await endpoint.handle(scope, receive, send, model, version)
+                return
+        await self.app(scope, receive, send)
+
+
+def match_inference_path(path: str) -> tuple[InferenceEndpoint, str, str | None] | None:
+    """The endpoint, model and version for the four inference paths, else None.
+
+    /v2/models/{m}/infer, /v2/models/{m}/versions/{v}/infer,
+    /v1/models/{m}:predict, /v1/models/{m}/versions/{v}:predict
+    """
+    parts = path.split("/")
+    count = len(parts)
+    if count < 4 or parts[0] or parts[2] != "models" or not parts[3]:
+        return None
+    if parts[1] == "v2":
+        if count == 5 and parts[4] == "infer":
+            return INFER_V2, parts[3], None
+        if count == 7 and parts[4] == "versions" and parts[5] and parts[6] == "infer":
+            return INFER_V2, parts[3], parts[5]
+        return None
+    if parts[1] == "v1":
+        last = parts[-1]
+        if not last.endswith(":predict"):
+            return None
+        if count == 4 and len(last) > 8:
+            return PREDICT_V1, last[:-8], None
+        if count == 6 and parts[4] == "versions" and len(last) > 8:
+            return PREDICT_V1, parts[3], last[:-8]
+    return None

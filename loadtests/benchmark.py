@@ -1,0 +1,288 @@
+"""Benchmark: the gateway (batching on and off) against a naive server and raw onnxruntime.
+
+    make bench                       # or: .venv/bin/python -m loadtests.benchmark [options]
+
+Each server runs pinned to one CPU core (``taskset``), the load generator on another.
+For each server and model (``mlp``, ``wide``; see reference_models.py) it measures:
+
+- closed loop with wrk at 1, 8 and 64 connections: req/s and latency percentiles;
+- open loop at constant arrival rates (open_loop.py): latency from each request's
+  scheduled send time, so queueing shows up instead of being hidden;
+
+and, once, the in-process onnxruntime ceiling in rows/s at batch 1, 8 and 32 on one
+core. Prints one table, writes ``results.csv`` and ``latency.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+
+from loadtests.reference_models import input_width, write_repository
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SERVERS = {
+    "gateway": "gateway, batching on",
+    "gateway-nobatch": "gateway, batching off",
+    "naive": "naive Starlette server",
+}
+DEFAULT_RATES = {"mlp": [1000, 3000, 5000], "wide": [500, 1500, 2500]}
+
+
+@dataclass
+class Row:
+    server: str
+    model: str
+    mode: str  # closed, open, in-process
+    level: str  # connections, target req/s, or batch size
+    rps: float
+    p50_ms: float = float("nan")
+    p90_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    p999_ms: float = float("nan")
+    errors: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pinned(cpu: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *command] if shutil.which("taskset") else command
+
+
+def _start_server(kind: str, repository: Path, port: int, cpu: str) -> subprocess.Popen[bytes]:
+    python = sys.executable
+    if kind == "naive":
+        command = [python, str(HERE / "naive_server.py"), str(repository), "--port", str(port)]
+    else:
+        command = [python, "-m", "gateway", "serve", "--model-repository", str(repository),
+                   "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(_pinned(cpu, command), cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{kind} did not become ready")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _wrk(url: str, body: Path, connections: int, duration: float, cpu: str) -> dict[str, int]:
+    command = _pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout",
+                            "10s", "-s", str(HERE / "wrk_post.lua"), url, "--", str(body)])
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in output.splitlines() if x.startswith("WRK_JSON "))
+    return dict(json.loads(line.removeprefix("WRK_JSON ")))
+
+
+def _open_loop(url: str, body: Path, rate: float, duration: float, cpu: str) -> dict[str, float]:
+    command = _pinned(cpu, [sys.executable, str(HERE / "open_loop.py"), url, str(body),
+                            "--rate", str(rate), "--duration", str(duration)])
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def measure_ceiling(repository: Path, models: list[str], cpu: str, seconds: float) -> list[Row]:
+    """rows/s of session.run in-process, one thread, pinned like the servers."""
+    script = f"""
+import json, time, numpy as np, onnxruntime as ort
+out = {{}}
+for name, width in {[(m, input_width(m)) for m in models]!r}:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession("{repository}/" + name + "/1/model.onnx", options,
+                                   providers=["CPUExecutionProvider"])
+    for batch in (1, 8, 32):
+        x = np.random.default_rng(0).standard_normal((batch, width)).astype(np.float32)
+        for _ in range(20):
+            session.run(None, {{"input": x}})
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < {seconds}:
+            session.run(None, {{"input": x}})
+            runs += 1
+        out[name + ":" + str(batch)] = runs * batch / (time.perf_counter() - start)
+print(json.dumps(out))
+"""
+    output = subprocess.run(_pinned(cpu, [sys.executable, "-c", script]), capture_output=True,
+                            text=True, check=True).stdout
+    measured = json.loads(output.strip().splitlines()[-1])
+    return [Row("onnxruntime", key.split(":")[0], "in-process", f"batch {key.split(':')[1]}", v)
+            for key, v in measured.items()]
+
+
+def _bodies(directory: Path, models: list[str]) -> dict[str, Path]:
+    rng = np.random.default_rng(1)
+    paths = {}
+    for model in models:
+        width = input_width(model)
+        data = rng.standard_normal(width).astype(np.float32).tolist()
+        body = {"inputs": [{"name": "input", "shape": [1, width], "datatype": "FP32",
+                            "data": data}]}
+        paths[model] = directory / f"{model}.json"
+        paths[model].write_bytes(orjson.dumps(body))
+    return paths
+
+
+def run_benchmark(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as scratch:
+        base = Path(scratch)
+        repositories = {
+            "gateway": write_repository(base / "batch", args.max_batch_size, args.max_delay_ms),
+            "gateway-nobatch": write_repository(base / "nobatch", 0),
+        }
+        repositories["naive"] = repositories["gateway-nobatch"]
+        bodies = _bodies(base, args.models)
+        print(f"onnxruntime ceiling (cpu {args.server_cpu}) ...", flush=True)
+        rows += measure_ceiling(repositories["gateway"], args.models, args.server_cpu, 2.0)
+        for server in args.servers:
+            port = _free_port()
+            process = _start_server(server, repositories[server], port, args.server_cpu)
+            try:
+                for model in args.models:
+                    url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+                    _wrk(url, bodies[model], 8, 2, args.client_cpu)  # warm-up, discarded
+                    for connections in args.connections:
+                        print(f"{server} {model} closed {connections}c ...", flush=True)
+                        result = _wrk(url, bodies[model], connections, args.duration,
+                                      args.client_cpu)
+                        errors = sum(result[k] for k in ("connect_errors", "read_errors",
+                                                         "write_errors", "status_errors",
+                                                         "timeouts"))
+                        rows.append(Row(server, model, "closed", f"{connections}c",
+                                        result["requests"] / (result["duration_us"] / 1e6),
+                                        result["p50"] / 1000, result["p90"] / 1000,
+                                        result["p99"] / 1000, result["p999"] / 1000, errors))
+                    for rate in args.rates.get(model, DEFAULT_RATES[model]):
+                        print(f"{server} {model} open {rate}/s ...", flush=True)
+                        summary = _open_loop(url, bodies[model], rate, args.duration,
+                                             args.client_cpu)
+                        rows.append(Row(server, model, "open", f"{rate}/s", summary["rps"],
+                                        summary["p50_ms"], summary["p90_ms"], summary["p99_ms"],
+                                        summary["p999_ms"], int(summary["errors"])))
+            finally:
+                _stop(process)
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    header = (f"{'server':<16} {'model':<5} {'mode':<10} {'level':<9} {'req/s':>9} "
+              f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        rate = f"{r.rps:9.0f}" + ("*" if r.mode == "in-process" else " ")
+        print(f"{r.server:<16} {r.model:<5} {r.mode:<10} {r.level:<9} {rate[:-1]:>9}"
+              f"{rate[-1]}{r.p50_ms:7.2f} {r.p90_ms:8.2f} {r.p99_ms:8.2f} {r.p999_ms:9.2f} "
+              f"{r.errors:6d}")
+    print("* in-process rows are onnxruntime rows/s (no HTTP), the ceiling for one core")
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["server", "model", "mode", "level", "rps", "p50_ms", "p90_ms",
+                         "p99_ms", "p999_ms", "errors"])
+        for r in rows:
+            writer.writerow([r.server, r.model, r.mode, r.level, f"{r.rps:.1f}",
+                             f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
+                             f"{r.p999_ms:.3f}", r.errors])
+
+
+def plot(rows: list[Row], path: Path, models: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 9), squeeze=False)
+    for column, model in enumerate(models):
+        closed, opened = axes[0][column], axes[1][column]
+        servers = [s for s in SERVERS if any(r.server == s and r.model == model for r in rows)]
+        for offset, server in enumerate(servers):
+            mine = [r for r in rows if r.server == server and r.model == model]
+            levels = [r for r in mine if r.mode == "closed"]
+            positions = np.arange(len(levels)) + offset * 0.27
+            closed.bar(positions, [r.rps for r in levels], width=0.25, label=SERVERS[server])
+            closed.set_xticks(np.arange(len(levels)) + 0.27, [r.level for r in levels])
+            loads = [r for r in mine if r.mode == "open"]
+            offered = [float(r.level.removesuffix("/s")) for r in loads]
+            opened.plot(offered, [r.p99_ms for r in loads], marker="o",
+                        label=f"{SERVERS[server]} p99")
+            opened.plot(offered, [r.p50_ms for r in loads], marker=".", linestyle="--",
+                        label=f"{SERVERS[server]} p50")
+        for r in rows:
+            if r.server == "onnxruntime" and r.model == model and r.level == "batch 32":
+                closed.axhline(r.rps, color="grey", linestyle=":",
+                               label="onnxruntime rows/s, batch 32")
+        closed.set_title(f"{model}: closed loop (wrk), req/s by connections")
+        closed.legend(fontsize=8)
+        opened.set_title(f"{model}: open loop, latency by offered req/s")
+        opened.set_yscale("log")
+        opened.set_ylabel("ms")
+        opened.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["mlp", "wide"])
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=list(SERVERS))
+    parser.add_argument("--connections", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--rate", action="append", default=[], metavar="MODEL=R1,R2",
+                        help="open-loop arrival rates for a model, e.g. wide=500,1500")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per level")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--server-cpu", default="0")
+    parser.add_argument("--client-cpu", default="1")
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results")
+    args = parser.parse_args()
+    args.rates = {m: [int(x) for x in r.split(",")] for m, r in
+                  (item.split("=", 1) for item in args.rate)}
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: apt-get install wrk (make bench does it)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = run_benchmark(args)
+    print()
+    print_table(rows)
+    write_csv(rows, args.out / "results.csv")
+    plot(rows, args.out / "latency.png", args.models)
+    print(f"\nwrote {args.out / 'results.csv'} and {args.out / 'latency.png'}")
+    print(f"machine: {os.cpu_count()} CPUs; server on cpu {args.server_cpu}, "
+          f"load on cpu {args.client_cpu}")
+
+
+if __name__ == "__main__":
+    main()
