@@ -78,8 +78,8 @@ def check_inputs(
             )
         check_datatype(spec, datatypes[name])
         check_shape(spec, array.shape)
-    missing = [name for name in signature.input_names if name not in inputs]
-    if missing:
+    if len(inputs) != len(signature.inputs):  # every given name is known by now
+        missing = [name for name in signature.input_names if name not in inputs]
         raise InvalidRequest(
             "missing input(s) "
             + ", ".join(f"'{n}'" for n in missing)
@@ -100,7 +100,7 @@ def check_batch(target: ModelVersion, inputs: Mapping[str, np.ndarray]) -> None:
 
 def _select_outputs(
     signature: Signature, requested: Sequence[RequestedOutput] | None, binary_default: bool
-) -> tuple[list[str], list[bool]]:
+) -> tuple[Sequence[str], list[bool]]:
     if requested is None:
         every = signature.output_names
         return every, [binary_default] * len(every)

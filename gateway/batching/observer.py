@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -9,7 +10,7 @@ class BatchObserver(Protocol):
     def dispatched(self, rows: int, reason: str) -> None: ...
     def waited(self, seconds: float) -> None: ...
     def ran(self, seconds: float) -> None: ...
-    def depth(self, waiting: int) -> None: ...
+    def track_depth(self, waiting: Callable[[], int]) -> None: ...
 
 
 class NullObserver:
@@ -22,5 +23,5 @@ class NullObserver:
     def ran(self, seconds: float) -> None:
         pass
 
-    def depth(self, waiting: int) -> None:
+    def track_depth(self, waiting: Callable[[], int]) -> None:
         pass

@@ -1,10 +1,14 @@
 """BatchQueue: concurrent requests in, one model run per batch, each caller its own rows back.
 
-How a batch is cut (the order of the checks):
+The queue is driven by events, not by worker tasks: a batch is cut and started
+whenever a request arrives, an instance frees up, an announced request arrives or
+gives up, or a wait times out (``_pump``). So a request that finds an idle model
+starts its run inside ``submit``, with no task switch in between.
 
-1. An instance worker wakes when a request is queued and it is free. It takes the
-   oldest live request and, behind it, every queued request with the same key
-   (output names, and each input's dtype and non-batch dimensions), in arrival
+How a batch is cut (``_cut``), when an instance is free:
+
+1. Take the oldest live request and, behind it, every queued request with the same
+   key (output names, each input's dtype and non-batch dimensions), in arrival
    order, up to ``max_batch_size`` rows. A request larger than that runs alone.
 2. ``full``: the rows reached ``max_batch_size`` (or batching is off).
 3. ``preferred``: the rows are one of ``preferred_batch_sizes``, or a prefix of the
@@ -12,8 +16,8 @@ How a batch is cut (the order of the checks):
    back to the head of the queue).
 4. Waiting pays only when more requests are known to be on their way: callers
    announce themselves with ``expect()`` before reading and decoding their body.
-   While announced requests are outstanding, the worker waits for them, at most
-   until the oldest request in the batch has waited ``max_delay_s`` (``delay``).
+   While announced requests are outstanding, the batch waits for them, at most
+   until its oldest request has waited ``max_delay_s`` (then: ``delay``).
 5. ``idle``: nothing else is on its way, so the batch runs now. A lone request on
    an idle model therefore never waits; under load, requests that arrive while a
    batch runs are queued and form the next batch.
@@ -21,7 +25,9 @@ How a batch is cut (the order of the checks):
 Invariants: every request carries its own future (no id -> future map); a
 request whose caller went away or whose deadline passed before its batch ran is
 dropped and never runs; an exception in one run fails exactly the requests of
-that batch; rows are handed back by position, as views of the batch output.
+that batch; rows are handed back by position, as views of the batch output; an
+instance runs one batch at a time, and is free again only when its run has
+really finished, even if every caller of the batch has gone.
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 
 from gateway.batching.assemble import batch_key, check_outputs, stack
-from gateway.batching.clock import Clock, LoopClock
+from gateway.batching.clock import Clock, LoopClock, Timer
 from gateway.batching.observer import BatchObserver, NullObserver
 from gateway.batching.policy import BatchPolicy
 from gateway.batching.request import (
@@ -46,12 +53,13 @@ from gateway.batching.request import (
 )
 from gateway.errors import DeadlineExceeded, ModelNotReady, QueueFull
 
-# (instance, inputs, output names) -> outputs, in the order of the names
+# (instance, inputs, output names) -> outputs in the order of the names: a coroutine, or
+# a future such as loop.run_in_executor(...) returns
 RunBatch = Callable[[int, Mapping[str, np.ndarray], Sequence[str]], Awaitable[list[np.ndarray]]]
 
 
 class Ticket:
-    """An announced request: while unredeemed, workers may wait a little for it."""
+    """An announced request: while unredeemed, a batch being cut may wait a little for it."""
 
     __slots__ = ("_queue",)
 
@@ -61,14 +69,16 @@ class Ticket:
 
     def release(self) -> None:
         """The request arrived (or never will); idempotent."""
-        if self._queue is not None:
-            self._queue._expected -= 1
-            self._queue._wake_cutter()
+        queue = self._queue
+        if queue is not None:
             self._queue = None
+            queue._expected -= 1
+            queue._pump()
 
 
 class BatchQueue:
-    """One per model version; ``instances`` workers each run one batch at a time."""
+    """One per model version, in front of ``instances`` sessions that each run one batch
+    at a time."""
 
     def __init__(
         self,
@@ -84,30 +94,26 @@ class BatchQueue:
         self._observer = observer or NullObserver()
         self._clock = clock
         self._name = name
-        self._instances = instances
         self._pending: deque[QueuedRequest] = deque()
         self._waiting = 0  # live requests in _pending
-        self._running = 0  # batches in flight
+        self._free = list(range(instances))  # instances not running a batch
+        self._instances = instances
+        self._runs: set[asyncio.Future[list[np.ndarray]]] = set()  # strong references
         self._expected = 0
-        self._work = asyncio.Event()
-        self._arrival: asyncio.Future[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._workers: list[asyncio.Task[None]] = []
+        self._hold: Timer | None = None  # wakes _pump when a wait for arrivals runs out
+        self._held_head: QueuedRequest | None = None
+        self._drained: asyncio.Event | None = None
         self._closing = False
+        self._observer.track_depth(lambda: self._waiting)
 
     @property
     def waiting(self) -> int:
         return self._waiting
 
     def start(self) -> None:
+        """Bind to the running event loop (its clock, unless one was given)."""
         if self._clock is None:
             self._clock = LoopClock()
-        loop = asyncio.get_running_loop()
-        self._workers = [
-            loop.create_task(self._worker(i), name=f"batcher {self._name} #{i}")
-            for i in range(self._instances)
-        ]
 
     def expect(self) -> Ticket:
         return Ticket(self)
@@ -125,8 +131,6 @@ class BatchQueue:
         ``gone`` tells whether the caller has hung up; such a request is dropped (with
         ClientGone) when its batch is about to run.
         """
-        if ticket is not None:
-            ticket.release()
         if self._closing:
             raise ModelNotReady(f"{self._name} is shutting down and takes no new requests")
         policy = self._policy
@@ -136,21 +140,23 @@ class BatchQueue:
                 f"([batching] max_queue_size = {policy.max_queue_size}); retry after the "
                 "Retry-After interval"
             )
-        assert self._clock is not None, "start() the queue first"
+        clock = self._clock
+        assert clock is not None, "start() the queue first"
         names = tuple(outputs)
         rows, key = batch_key(inputs, names, policy.batching)
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        request = QueuedRequest(inputs, names, rows, key, future, self._clock.now(), gone)
+        request = QueuedRequest(inputs, names, rows, key, future, clock.now(), gone)
         timeout = timeout_s if timeout_s is not None else policy.default_timeout_s
         if timeout:
-            request.timer = self._clock.call_at(
-                request.queued_at + timeout, lambda: self._expire(request, timeout)
+            request.timer = clock.call_at(
+                request.queued_at + timeout, partial(self._expire, request, timeout)
             )
         self._pending.append(request)
         self._waiting += 1
-        self._observer.depth(self._waiting)
-        self._work.set()
-        self._wake_cutter()
+        if ticket is not None:
+            ticket.release()  # pumps
+        else:
+            self._pump()
         try:
             return await future
         except asyncio.CancelledError:
@@ -158,98 +164,72 @@ class BatchQueue:
             raise
 
     async def aclose(self) -> None:
-        """Take no new requests, let queued and running ones finish, then stop the workers."""
+        """Take no new requests; return once queued and running ones have finished."""
         self._closing = True
-        while self._waiting or self._running:
-            self._idle.clear()
-            self._work.set()
-            await self._idle.wait()
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        while self._waiting or len(self._free) < self._instances:
+            self._drained = asyncio.Event()
+            self._pump()
+            await self._drained.wait()
 
-    # -- the worker side -------------------------------------------------------------
+    # -- cutting and running batches ---------------------------------------------
 
-    def _wake_cutter(self) -> None:
-        """A worker waiting for announced requests re-checks (one arrived or gave up)."""
-        if self._arrival is not None and not self._arrival.done():
-            self._arrival.set_result(None)
+    def _pump(self) -> None:
+        """Start batches while an instance is free and requests are queued."""
+        while self._free and self._waiting:
+            batch, reason = self._cut()
+            if not batch:
+                return  # holding for announced requests: an arrival or the timer pumps again
+            self._start(self._free.pop(), batch, reason)
 
-    async def _worker(self, instance: int) -> None:
-        while True:
-            if not self._waiting:
-                self._work.clear()
-                self._idle.set()
-                await self._work.wait()
-                continue
-            batch, reason = await self._cut()
-            if batch:
-                await self._dispatch(instance, batch, reason)
-
-    async def _cut(self) -> tuple[list[QueuedRequest], str]:
+    def _cut(self) -> tuple[list[QueuedRequest], str]:
         policy = self._policy
-        batch = self._take(None, policy.max_batch_size)
-        if not batch:
-            return [], ""
+        batch = self._take(policy.max_batch_size)
         rows = total_rows(batch)
-        if not policy.batching or rows >= policy.max_batch_size:
+        if not batch or not policy.batching or rows >= policy.max_batch_size:
             return batch, "full"
-        assert self._clock is not None
-        waited = False
-        until = batch[0].queued_at + policy.max_delay_s
-        preferred = policy.preferred_batch_sizes
-        while rows not in preferred and self._expected and self._clock.now() < until:
-            waited = True
-            await self._next_arrival(until)
-            more = self._take(batch[0].key, policy.max_batch_size - rows)
-            batch.extend(more)
-            rows += total_rows(more)
-            if rows >= policy.max_batch_size:
-                return batch, "full"
-        if rows in preferred:
+        if rows in policy.preferred_batch_sizes:
             return batch, "preferred"
+        assert self._clock is not None
+        held = self._held_head is batch[0]
+        until = batch[0].queued_at + policy.max_delay_s
+        now = self._clock.now()
+        if self._expected and now < until and not self._closing:
+            self._put_back(batch)
+            if not held:
+                self._held_head = batch[0]
+                self._hold = self._clock.call_at(until, self._pump)
+            return [], ""
+        self._release_hold()
         trimmed = self._trim_to_preferred(batch)
         if len(trimmed) < len(batch):
             return trimmed, "preferred"
-        return batch, "delay" if waited and self._clock.now() >= until else "idle"
+        return batch, "delay" if held and now >= until else "idle"
 
-    def _trim_to_preferred(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
-        """The longest prefix of the batch whose rows add up to a preferred size; the rest
-        goes back to the head of the queue. Without such a prefix, the whole batch."""
-        sizes = self._policy.preferred_batch_sizes
-        total, best = 0, 0
-        for index, request in enumerate(batch):
-            total += request.rows
-            if total in sizes:
-                best = index + 1
-        if best == 0 or best == len(batch):
-            return batch
-        rest = batch[best:]
-        for request in rest:
-            if request.state is State.CLAIMED:
-                request.state = State.QUEUED
-                self._waiting += 1
-        self._pending.extendleft(reversed(rest))
-        return batch[:best]
+    def _release_hold(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+        self._hold = self._held_head = None
 
-    def _take(self, key: object, max_rows: int) -> list[QueuedRequest]:
-        """Remove and return the oldest requests of one key, up to ``max_rows`` rows."""
+    def _take(self, max_rows: int) -> list[QueuedRequest]:
+        """Remove and return the oldest live request and the queued requests with its key,
+        up to ``max_rows`` rows."""
         taken: list[QueuedRequest] = []
         skipped: list[QueuedRequest] = []
         rows = 0
         limit = max(max_rows, 1)
+        key: object = None
         pending = self._pending
         while pending:
             request = pending[0]
             if request.state is not State.QUEUED:
                 pending.popleft()
                 continue
-            if key is None:
+            if not taken:
                 key = request.key
-            if request.key != key:
+            elif request.key != key:
                 skipped.append(pending.popleft())
                 continue
-            if taken and rows + request.rows > limit:
+            elif rows + request.rows > limit:
                 break
             pending.popleft()
             request.state = State.CLAIMED
@@ -260,29 +240,34 @@ class BatchQueue:
         if skipped:
             pending.extendleft(reversed(skipped))
         self._waiting -= len(taken)
-        self._observer.depth(self._waiting)
         return taken
 
-    async def _next_arrival(self, until: float) -> None:
+    def _put_back(self, requests: list[QueuedRequest]) -> None:
+        """Return claimed requests to the head of the queue, in their order."""
+        for request in requests:
+            request.state = State.QUEUED
+        self._waiting += len(requests)
+        self._pending.extendleft(reversed(requests))
+
+    def _trim_to_preferred(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
+        """The longest prefix of the batch whose rows add up to a preferred size; the rest
+        goes back to the queue. Without such a prefix, the whole batch."""
+        sizes = self._policy.preferred_batch_sizes
+        total, best = 0, 0
+        for index, request in enumerate(batch):
+            total += request.rows
+            if total in sizes:
+                best = index + 1
+        if best == 0 or best == len(batch):
+            return batch
+        self._put_back(batch[best:])
+        return batch[:best]
+
+    def _start(self, instance: int, batch: list[QueuedRequest], reason: str) -> None:
         assert self._clock is not None
-        arrival: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._arrival = arrival
-
-        def give_up() -> None:
-            if not arrival.done():
-                arrival.set_result(None)
-
-        timer = self._clock.call_at(until, give_up)
-        try:
-            await arrival
-        finally:
-            timer.cancel()
-            self._arrival = None
-
-    async def _dispatch(self, instance: int, batch: list[QueuedRequest], reason: str) -> None:
-        assert self._clock is not None
-        live = [r for r in batch if r.state is State.CLAIMED and not hung_up(r)]
+        live = [r for r in batch if not hung_up(r)]
         if not live:
+            self._free.append(instance)
             return
         now = self._clock.now()
         for request in live:
@@ -290,39 +275,59 @@ class BatchQueue:
             if request.timer is not None:
                 request.timer.cancel()
             self._observer.waited(now - request.queued_at)
-        rows = sum(r.rows for r in live)
+        rows = total_rows(live)
         self._observer.dispatched(rows, reason)
-        self._running += 1
-        try:
-            inputs = stack([r.inputs for r in live])
-            outputs = await self._run_batch(instance, inputs, live[0].outputs)
-            check_outputs(outputs, live[0].outputs, rows, len(live) > 1)
-        except asyncio.CancelledError:
-            fail_all(live, ModelNotReady(f"{self._name} stopped before this request ran"))
-            raise
-        except Exception as exc:  # one failed run fails exactly its own batch
-            fail_all(live, exc)
-        else:
-            self._observer.ran(self._clock.now() - now)
-            hand_back(live, outputs)
-        finally:
-            self._running -= 1
+        run = asyncio.ensure_future(
+            self._run_batch(instance, stack([r.inputs for r in live]), live[0].outputs)
+        )
+        self._runs.add(run)
+        run.add_done_callback(partial(self._finished, instance, live, rows, now))
 
-    # -- the caller side -------------------------------------------------------------
+    def _finished(
+        self,
+        instance: int,
+        batch: list[QueuedRequest],
+        rows: int,
+        started: float,
+        run: asyncio.Future[list[np.ndarray]],
+    ) -> None:
+        self._runs.discard(run)
+        self._free.append(instance)  # the run is over: the instance is free again
+        assert self._clock is not None
+        if run.cancelled():
+            fail_all(batch, ModelNotReady(f"{self._name} stopped before this request ran"))
+        elif (error := run.exception()) is not None:
+            fail_all(batch, error)  # one failed run fails exactly its own batch
+        else:
+            outputs = run.result()
+            try:
+                check_outputs(outputs, batch[0].outputs, rows, len(batch) > 1)
+            except Exception as exc:
+                fail_all(batch, exc)
+            else:
+                self._observer.ran(self._clock.now() - started)
+                hand_back(batch, outputs)
+        self._pump()
+        if self._drained is not None and not self._waiting and not self._runs:
+            self._drained.set()
+
+    # -- the caller side -----------------------------------------------------------
 
     def _drop(self, request: QueuedRequest) -> None:
         """Forget a request that has not started; a queued one leaves the queue lazily."""
         if request.state is State.QUEUED:
             self._waiting -= 1
-            self._observer.depth(self._waiting)
         elif request.state is not State.CLAIMED:
             return
         request.state = State.GONE
         if request.timer is not None:
             request.timer.cancel()
+        if request is self._held_head:
+            self._release_hold()
+            self._pump()
 
     def _expire(self, request: QueuedRequest, timeout_s: float) -> None:
-        if request.state not in (State.QUEUED, State.CLAIMED):
+        if request.state is not State.QUEUED:
             return
         self._drop(request)
         if not request.future.done():

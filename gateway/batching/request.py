@@ -15,7 +15,7 @@ from gateway.errors import ClientGone
 
 class State(Enum):
     QUEUED = 1  # in the queue
-    CLAIMED = 2  # taken by a worker that is still cutting its batch
+    CLAIMED = 2  # taken while a batch is being cut
     RUNNING = 3
     GONE = 4  # cancelled by its caller, or expired: never runs
 

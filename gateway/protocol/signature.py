@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.errors import InvalidRequest
 
@@ -24,30 +24,28 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
+    def __post_init__(self) -> None:
+        # looked up on every request: build the indexes once
+        object.__setattr__(self, "_inputs", {s.name: s for s in self.inputs})
+        object.__setattr__(self, "_outputs", {s.name: s for s in self.outputs})
+        object.__setattr__(self, "input_names", tuple(s.name for s in self.inputs))
+        object.__setattr__(self, "output_names", tuple(s.name for s in self.outputs))
+
+    _inputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    _outputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    input_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
     def input(self, name: str) -> TensorSpec | None:
-        for spec in self.inputs:
-            if spec.name == name:
-                return spec
-        return None
+        return self._inputs.get(name)
 
     def output(self, name: str) -> TensorSpec | None:
-        for spec in self.outputs:
-            if spec.name == name:
-                return spec
-        return None
-
-    @property
-    def input_names(self) -> list[str]:
-        return [spec.name for spec in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [spec.name for spec in self.outputs]
+        return self._outputs.get(name)
 
 
 def format_shape(shape: Sequence[int]) -> str:
@@ -57,8 +55,12 @@ def format_shape(shape: Sequence[int]) -> str:
 def check_shape(spec: TensorSpec, got: Sequence[int]) -> None:
     """Raise InvalidRequest unless ``got`` fits ``spec.shape`` (-1 matches any size)."""
     expected = spec.shape
-    if len(got) == len(expected) and all(e in (-1, g) for e, g in zip(expected, got, strict=True)):
-        return
+    if len(got) == len(expected):
+        for e, g in zip(expected, got, strict=True):
+            if e != g and e != -1:
+                break
+        else:
+            return
     raise InvalidRequest(
         f"input '{spec.name}': expected shape {format_shape(expected)} "
         f"(-1 = any size), got {format_shape(got)}"

@@ -34,7 +34,13 @@ def element_count(shape: Sequence[int]) -> int:
 
 def parse_shape(name: str, shape: Any) -> tuple[int, ...]:
     """A wire shape must be a list of non-negative integers."""
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    valid = isinstance(shape, list)
+    if valid:
+        for d in shape:
+            if type(d) is not int or d < 0:
+                valid = False
+                break
+    if not valid:
         raise InvalidRequest(
             f"input '{name}': 'shape' must be a list of non-negative integers, got {_show(shape)}"
         )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.batching.policy import BatchPolicy
 from gateway.batching.observer import BatchObserver
+from gateway.batching.policy import BatchPolicy
 from gateway.batching.queue import BatchQueue, Ticket
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
@@ -69,7 +69,7 @@ class ModelVersion:
         )
 
     def start(self) -> None:
-        """Start the batch workers; call on the event loop that will serve requests."""
+        """Bind the batcher to the event loop that will serve requests."""
         self.batcher.start()
 
     async def aclose(self) -> None:
@@ -89,10 +89,9 @@ class ModelVersion:
         timeout_s = timeout_ms / 1000 if timeout_ms else None
         return await self.batcher.submit(inputs, output_names, timeout_s, ticket, gone)
 
-    async def _run_batch(
+    def _run_batch(
         self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
-    ) -> list[np.ndarray]:
+    ) -> asyncio.Future[list[np.ndarray]]:
+        # a plain future from the executor: no coroutine or task per batch
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._model.run, instance, inputs, output_names
-        )
+        return loop.run_in_executor(self._executor, self._model.run, instance, inputs, output_names)

@@ -53,7 +53,6 @@ class FakeClock:
 class Recorder:
     def __init__(self) -> None:
         self.reasons: list[tuple[int, str]] = []
-        self.depths: list[int] = []
         self.waits: list[float] = []
         self.runs = 0
 
@@ -66,8 +65,8 @@ class Recorder:
     def ran(self, seconds: float) -> None:
         self.runs += 1
 
-    def depth(self, waiting: int) -> None:
-        self.depths.append(waiting)
+    def track_depth(self, waiting: Callable[[], int]) -> None:
+        self.depth = waiting
 
 
 class FakeModel:
