@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -78,16 +78,11 @@ class ModelRegistry:
         self,
         root: Path,
         observer: RegistryObserver | None = None,
-        inference_executor: Executor | None = None,
     ) -> None:
         self.root = root
         self.state: RepositoryState = _EMPTY
         self._observer = observer
-        self._owns_executor = inference_executor is None
-        self._executor = inference_executor or ThreadPoolExecutor(
-            max_workers=32, thread_name_prefix="inference"
-        )
-        # loading is slow and must not hold up inference threads
+        # loading is slow and runs off the event loop, one model at a time
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
 
     async def __aenter__(self) -> ModelRegistry:
@@ -102,13 +97,15 @@ class ModelRegistry:
         versions = [v for m in self.state.models.values() for v in m.versions.values()]
         self.state = _EMPTY
         await asyncio.gather(*(v.aclose() for v in versions))
-        self.close()
+        self._loader.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        """Release everything at once, without waiting for queued requests (see aclose)."""
+        for model in self.state.models.values():
+            for version in model.versions.values():
+                version.release()
         self.state = _EMPTY
         self._loader.shutdown(wait=False, cancel_futures=True)
-        if self._owns_executor and isinstance(self._executor, ThreadPoolExecutor):
-            self._executor.shutdown(wait=True)
 
     async def load(self) -> RepositoryState:
         """Scan and load the whole repository, then make it the serving state."""
@@ -203,7 +200,7 @@ class ModelRegistry:
         )
         log.info("loaded model %s version %d on %s", entry.name, number, ", ".join(model.providers))
         observer = self._observer.batch_observer(entry.name, number) if self._observer else None
-        return ModelVersion(info, config, model, self._executor, observer)
+        return ModelVersion(info, config, model, observer)
 
     def _observe(self, model: str, version: int, outcome: str) -> None:
         if self._observer is not None:

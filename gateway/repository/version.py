@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from gateway.batching.queue import BatchQueue, Ticket
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig
+from gateway.repository.threads import InstanceThreads
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +43,13 @@ def batch_policy(config: ModelConfig, signature: Signature) -> BatchPolicy:
 
 class ModelVersion:
     """Requests go through the version's BatchQueue; each of ``[runtime] instances``
-    sessions runs one batch at a time, in the inference executor."""
+    sessions runs one batch at a time, on its own thread."""
 
     def __init__(
         self,
         info: VersionInfo,
         config: ModelConfig,
         model: OnnxModel,
-        executor: Executor,
         observer: BatchObserver | None = None,
     ) -> None:
         self.info = info
@@ -59,7 +58,9 @@ class ModelVersion:
         self.label = str(info.version)
         self.policy = batch_policy(config, model.signature)
         self._model = model
-        self._executor = executor
+        self._threads = InstanceThreads(
+            len(model.sessions), f"inference {info.model} v{info.version}"
+        )
         self.batcher = BatchQueue(
             self._run_batch,
             self.policy,
@@ -73,7 +74,13 @@ class ModelVersion:
         self.batcher.start()
 
     async def aclose(self) -> None:
+        """Finish queued and running requests, then stop the inference threads."""
         await self.batcher.aclose()
+        self.release()
+
+    def release(self) -> None:
+        """Stop the inference threads once the jobs already handed to them are done."""
+        self._threads.close()
 
     def expect(self) -> Ticket:
         return self.batcher.expect()
@@ -92,6 +99,5 @@ class ModelVersion:
     def _run_batch(
         self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> asyncio.Future[list[np.ndarray]]:
-        # a plain future from the executor: no coroutine or task per batch
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, self._model.run, instance, inputs, output_names)
+        # a plain future: no coroutine or task per batch
+        return self._threads.submit(instance, self._model.run, instance, inputs, output_names)
