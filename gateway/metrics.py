@@ -1,17 +1,23 @@
 """Every Prometheus metric the gateway exports, defined on an injected registry.
 
 Labels name the version that actually answered, never the one asked for.
+
+On the request path, counts go into plain Python numbers (``Tally``, ``Spread``):
+no label lookup, no lock, no bucket scan. They are moved into prometheus_client's
+own metric values whenever the registry is read (``flush``), so the exposition is
+prometheus_client's. All of it runs on the event loop thread.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+T = TypeVar("T", "Tally", "Spread")
 DISPATCH_REASONS = ("full", "preferred", "delay", "idle")
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -96,7 +102,17 @@ class Metrics:
         )
 
         # label lookups cost more than the increments: bind each combination once
-        self._request_children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+        self._request_children: dict[tuple[str, str, str, int], tuple[Tally, Spread | None]] = {}
+        self._unflushed: list[Tally | Spread] = []
+
+    def _track(self, instrument: T) -> T:
+        self._unflushed.append(instrument)
+        return instrument
+
+    def flush(self) -> None:
+        """Move the counts gathered on the request path into the Prometheus metrics."""
+        for instrument in self._unflushed:
+            instrument.flush()
 
     def batch_observer(self, model: str, version: int) -> BatchMetrics:
         return BatchMetrics(self, model, str(version))
@@ -110,53 +126,82 @@ class Metrics:
         key = (model, version, protocol, code)
         record = self._request_children.get(key)
         if record is None:
-            counter = self.requests.labels(model, version, protocol, str(code))
+            counter = self._track(Tally(self.requests.labels(model, version, protocol, str(code))))
             duration = (
-                fast_observe(self.request_duration.labels(model, version)) if version else None
+                self._track(Spread(self.request_duration.labels(model, version)))
+                if version
+                else None
             )
             record = self._request_children[key] = (counter, duration)
-        record[0].inc()
+        record[0].count += 1
         if record[1] is not None:
-            record[1](seconds)
+            record[1].observe(seconds)
 
     def render(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)
 
 
 class BatchMetrics:
-    """One version's batching metrics, with the label children bound once (the hot path)."""
+    """One version's batching metrics, bound to their labels once."""
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
-        self._size = fast_observe(metrics.batch_size.labels(model, version))
+        track = metrics._track
+        self._size = track(Spread(metrics.batch_size.labels(model, version)))
         self._depth = metrics.queue_depth.labels(model, version)
-        self.waited = fast_observe(metrics.queue_duration.labels(model, version))
-        self.ran = fast_observe(metrics.inference_duration.labels(model, version))
+        self.waited = track(Spread(metrics.queue_duration.labels(model, version))).observe
+        self.ran = track(Spread(metrics.inference_duration.labels(model, version))).observe
         self._reasons = {
-            reason: metrics.batch_dispatch.labels(model, version, reason)
+            reason: track(Tally(metrics.batch_dispatch.labels(model, version, reason)))
             for reason in DISPATCH_REASONS
         }
 
     def dispatched(self, rows: int, reason: str) -> None:
-        self._size(rows)
-        self._reasons[reason].inc()
+        self._size.observe(rows)
+        self._reasons[reason].count += 1
 
     def track_depth(self, waiting: Callable[[], int]) -> None:
         # read at scrape time: nothing to do per request
         self._depth.set_function(waiting)
 
 
-def fast_observe(child: Histogram) -> Callable[[float], None]:
-    """``child.observe`` with a binary search over the buckets instead of a linear scan.
+class Tally:
+    """A counter's increments, held until the next flush."""
 
-    It updates the same value objects ``Histogram.observe`` does (a unit test compares
-    the exposition of both), so the output and thread-safety are prometheus_client's own.
-    """
-    bounds = list(child._upper_bounds)
-    buckets = child._buckets
-    total = child._sum
+    __slots__ = ("_child", "count")
 
-    def observe(amount: float) -> None:
-        total.inc(amount)
-        buckets[bisect_left(bounds, amount)].inc(1)
+    def __init__(self, child: Counter) -> None:
+        self._child = child
+        self.count = 0
 
-    return observe
+    def flush(self) -> None:
+        if self.count:
+            count, self.count = self.count, 0
+            self._child.inc(count)
+
+
+class Spread:
+    """A histogram's observations, held as bucket counts until the next flush."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum", "counts", "total")
+
+    def __init__(self, child: Histogram) -> None:
+        self._bounds = list(child._upper_bounds)  # ends with +Inf
+        self._buckets = child._buckets
+        self._sum = child._sum
+        self.counts = [0] * len(self._bounds)
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self._bounds, amount)] += 1
+        self.total += amount
+
+    def flush(self) -> None:
+        counts = self.counts
+        for index, count in enumerate(counts):
+            if count:
+                self._buckets[index].inc(count)
+                counts[index] = 0
+        if self.total:
+            self._sum.inc(self.total)
+        self.total = 0.0

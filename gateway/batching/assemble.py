@@ -16,9 +16,14 @@ def batch_key(
     same outputs, and inputs with the same dtypes and non-batch dimensions."""
     if not batching:
         return 1, None
-    shapes = tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()))
-    first = next(iter(inputs.values()))
-    return (first.shape[0] if first.ndim else 1), (outputs, shapes)
+    # inputs in the order they came: callers that order them differently just do not share
+    key: list[object] = [outputs]
+    rows = -1
+    for name, array in inputs.items():
+        key += (name, array.dtype, array.shape[1:])
+        if rows < 0:
+            rows = array.shape[0] if array.ndim else 1
+    return rows, tuple(key)
 
 
 def stack(requests: Sequence[Mapping[str, np.ndarray]]) -> Mapping[str, np.ndarray]:
