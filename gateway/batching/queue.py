@@ -68,12 +68,18 @@ class Ticket:
         queue._expected += 1
 
     def release(self) -> None:
-        """The request arrived (or never will); idempotent."""
+        """The request will not arrive after all (e.g. its body was invalid); idempotent."""
+        queue = self.detach()
+        if queue is not None:
+            queue._pump()
+
+    def detach(self) -> BatchQueue | None:
+        """Stop counting this request as on its way; the queue it counted in, if any."""
         queue = self._queue
         if queue is not None:
             self._queue = None
             queue._expected -= 1
-            queue._pump()
+        return queue
 
 
 class BatchQueue:
@@ -151,11 +157,15 @@ class BatchQueue:
             request.timer = clock.call_at(
                 request.queued_at + timeout, partial(self._expire, request, timeout)
             )
-        self._pending.append(request)
-        self._waiting += 1
         if ticket is not None:
-            ticket.release()  # pumps
+            ticket.detach()
+        if self._free and not self._waiting and not self._expected:
+            # an idle instance and nothing to wait for: this request is the batch
+            request.state = State.CLAIMED
+            self._start(self._free.pop(), [request], self._reason_alone(rows))
         else:
+            self._pending.append(request)
+            self._waiting += 1
             self._pump()
         try:
             return await future
@@ -204,6 +214,12 @@ class BatchQueue:
         if len(trimmed) < len(batch):
             return trimmed, "preferred"
         return batch, "delay" if held and now >= until else "idle"
+
+    def _reason_alone(self, rows: int) -> str:
+        policy = self._policy
+        if not policy.batching or rows >= policy.max_batch_size:
+            return "full"
+        return "preferred" if rows in policy.preferred_batch_sizes else "idle"
 
     def _release_hold(self) -> None:
         if self._hold is not None:

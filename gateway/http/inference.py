@@ -12,6 +12,7 @@ hands everything else to the Starlette app.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -105,7 +106,7 @@ class InferenceEndpoint:
         try:
             target = service.resolve(model, version)
             label = target.label
-            response_headers.append((b"x-model-version", label.encode()))
+            response_headers.append((b"x-model-version", target.label_bytes))
             # announced before the body is read, so a batch being cut may wait for it
             ticket = target.expect()
             body = await read_body(
@@ -143,6 +144,15 @@ class InferenceEndpoint:
         await send({"type": "http.response.body", "body": payload})
         known = model if model in service.registry.state.models else ""
         metrics.request_done(known, label, self.protocol, status, perf_counter() - started)
+
+
+# generated ids: a random per-process prefix and a counter, unique without a syscall
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> bytes:
+    return f"{_ID_PREFIX}-{next(_id_counter):x}".encode()
 
 
 def error_body(message: str) -> bytes:

@@ -56,6 +56,7 @@ class ModelVersion:
         self.config = config
         self.signature: Signature = model.signature
         self.label = str(info.version)
+        self.label_bytes = self.label.encode()  # the x-model-version header value
         self.policy = batch_policy(config, model.signature)
         self._model = model
         self._threads = InstanceThreads(
