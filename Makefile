@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: serve test redis-server check-models lint clean
+.PHONY: serve test redis-server check-models lint bench wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -41,6 +41,22 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gateway tests loadtests
 	$(BIN)/ruff format --check gateway tests loadtests
 	$(BIN)/mypy
+
+$(VENV)/.installed-loadtest: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[loadtest]'
+	touch $@ $(VENV)/.installed
+
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else \
+	    echo "wrk is missing: install it (e.g. apt-get install wrk)"; exit 1; \
+	  fi; }
+
+# the benchmark of loadtests/benchmark.py; BENCH_ARGS="--duration 4" etc. to change it
+bench: $(VENV)/.installed-loadtest wrk
+	$(BIN)/python -m loadtests.benchmark $(BENCH_ARGS)
 
 check-models: $(VENV)/.installed
 	$(BIN)/gateway models check models

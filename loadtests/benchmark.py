@@ -42,7 +42,7 @@ SERVERS = {
     "gateway-nobatch": "gateway, batching off",
     "naive": "naive Starlette server",
 }
-DEFAULT_RATES = {"mlp": [1000, 3000, 5000], "wide": [500, 1500, 2500]}
+DEFAULT_RATES = {"mlp": [2000, 5000, 10000], "wide": [1000, 2500, 3500]}
 
 
 @dataclass

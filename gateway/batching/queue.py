@@ -72,6 +72,7 @@ class Ticket:
         queue = self.detach()
         if queue is not None:
             queue._pump()
+            queue._check_drained()
 
     def detach(self) -> BatchQueue | None:
         """Stop counting this request as on its way; the queue it counted in, if any."""
@@ -174,12 +175,20 @@ class BatchQueue:
             raise
 
     async def aclose(self) -> None:
-        """Take no new requests; return once queued and running ones have finished."""
-        self._closing = True
-        while self._waiting or len(self._free) < self._instances:
+        """Wait for announced requests to arrive, then take no new ones, and return once
+        the queued and running ones have finished."""
+        while self._expected or self._waiting or self._runs:
+            if self._expected == 0:
+                self._closing = True  # nothing is on its way any more
             self._drained = asyncio.Event()
             self._pump()
             await self._drained.wait()
+        self._closing = True
+
+    def _check_drained(self) -> None:
+        """Something aclose waits on may have changed: let it look again."""
+        if self._drained is not None:
+            self._drained.set()
 
     # -- cutting and running batches ---------------------------------------------
 
@@ -324,8 +333,7 @@ class BatchQueue:
                 self._observer.ran(self._clock.now() - started)
                 hand_back(batch, outputs)
         self._pump()
-        if self._drained is not None and not self._waiting and not self._runs:
-            self._drained.set()
+        self._check_drained()
 
     # -- the caller side -----------------------------------------------------------
 
@@ -338,6 +346,7 @@ class BatchQueue:
         request.state = State.GONE
         if request.timer is not None:
             request.timer.cancel()
+        self._check_drained()
         if request is self._held_head:
             self._release_hold()
             self._pump()

@@ -34,6 +34,24 @@ class ModelDir:
     def config_path(self) -> Path:
         return self.path / CONFIG_FILE
 
+    def stamp(self) -> tuple[object, ...]:
+        """What the model looks like on disk: sizes and modification times of its
+        config and model files. Equal stamps one poll apart mean the files are settled."""
+        return (_file_stamp(self.config_path),) + tuple(
+            (number, _file_stamp(path)) for number, path in sorted(self.versions.items())
+        )
+
+    def version_stamp(self, number: int) -> tuple[int, int] | None:
+        return _file_stamp(self.versions[number])
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns)
+
 
 @dataclass(slots=True)
 class RepositoryScan:

@@ -1,9 +1,11 @@
-"""ModelRegistry: which model versions are loaded and serving.
+"""ModelRegistry: which model versions are loaded and serving, and changing that safely.
 
 The whole serving state is one immutable ``RepositoryState`` held in one
-attribute. Readers take the reference once per request; a reload builds a new
-state off to the side and replaces the reference in a single assignment, so a
-request sees either the old state or the new one, never a mix.
+attribute. Readers take the reference once per request; a change builds a new
+state off to the side (loaded and warmed up) and replaces the reference in a
+single assignment, so a request sees either the old state or the new one, never
+a mix. Versions the new state no longer serves are then retired: they finish
+what was already sent to them, and only then release their sessions.
 """
 
 from __future__ import annotations
@@ -12,44 +14,18 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
 
-from gateway.batching.observer import BatchObserver
-from gateway.errors import ConfigError, ModelNotFound, ModelNotReady
-from gateway.repository.layout import ModelDir, is_valid_model_name, scan_repository
-from gateway.repository.session import OnnxModel
-from gateway.repository.spec import ModelConfig, VersionPolicy, load_model_config
-from gateway.repository.version import ModelVersion, VersionInfo
+from gateway.errors import ModelNotFound, ModelNotReady
+from gateway.repository.layout import ModelDir, RepositoryScan, is_valid_model_name, scan_repository
+from gateway.repository.loader import ModelLoader, RegistryObserver, ServedModel
+from gateway.repository.version import ModelVersion
 
 log = logging.getLogger("gateway.repository")
 
-
-class RegistryObserver(Protocol):
-    def model_loaded(self, model: str, version: int, outcome: str) -> None: ...
-    def batch_observer(self, model: str, version: int) -> BatchObserver: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ServedModel:
-    """One model as it stands: its ready versions and why the others are not."""
-
-    name: str
-    config: ModelConfig | None
-    versions: Mapping[int, ModelVersion] = field(default_factory=dict)
-    failures: Mapping[int, str] = field(default_factory=dict)
-    error: str | None = None  # a problem with the model as a whole (e.g. bad model.toml)
-
-    @property
-    def default(self) -> ModelVersion | None:
-        """Without routing, traffic goes to the highest ready version."""
-        return self.versions[max(self.versions)] if self.versions else None
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.versions)
+__all__ = ["ModelRegistry", "RegistryObserver", "RepositoryState", "ServedModel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +48,24 @@ _EMPTY = RepositoryState(models=MappingProxyType({}), loaded=False)
 
 
 class ModelRegistry:
-    """Loads the repository and answers "which version serves this request"."""
+    """Loads the repository, keeps it in step with the disk, and answers "which version
+    serves this request"."""
 
     def __init__(
         self,
         root: Path,
         observer: RegistryObserver | None = None,
+        drain_timeout_s: float = 30.0,
     ) -> None:
         self.root = root
         self.state: RepositoryState = _EMPTY
-        self._observer = observer
+        self._loader = ModelLoader(observer)
+        self._drain_timeout_s = drain_timeout_s
         # loading is slow and runs off the event loop, one model at a time
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        self._changing = asyncio.Lock()
+        self._sightings: dict[str, object] = {}  # the stamp each model had at the last poll
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> ModelRegistry:
         await self.load()
@@ -96,8 +78,8 @@ class ModelRegistry:
         """Let every version finish its queued and running requests, then release it all."""
         versions = [v for m in self.state.models.values() for v in m.versions.values()]
         self.state = _EMPTY
-        await asyncio.gather(*(v.aclose() for v in versions))
-        self._loader.shutdown(wait=False, cancel_futures=True)
+        await asyncio.gather(*self._retiring, *(v.aclose() for v in versions))
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Release everything at once, without waiting for queued requests (see aclose)."""
@@ -105,17 +87,112 @@ class ModelRegistry:
             for version in model.versions.values():
                 version.release()
         self.state = _EMPTY
-        self._loader.shutdown(wait=False, cancel_futures=True)
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    # -- changing what serves --------------------------------------------------------
 
     async def load(self) -> RepositoryState:
         """Scan and load the whole repository, then make it the serving state."""
+        async with self._changing:
+            scan = await self._scan()
+            await self._apply(scan, list(scan.models.values()), [])
+            return self.state
+
+    async def refresh(self) -> list[str]:
+        """One poll: apply what changed on disk and has stayed the same since the last
+        poll (so a file still being written is not loaded). Returns the changed models."""
+        async with self._changing:
+            scan = await self._scan()
+            current = self.state.models
+            changed: list[ModelDir] = []
+            for name, entry in scan.models.items():
+                served = current.get(name)
+                if served is not None and served.unloaded:
+                    continue
+                stamp = entry.stamp()
+                if served is not None and served.stamp == stamp:
+                    self._sightings.pop(name, None)
+                    continue
+                if self._sightings.get(name) != stamp:
+                    self._sightings[name] = stamp  # seen changing: look again next poll
+                    continue
+                changed.append(entry)
+            removed = [n for n in current if n not in scan.models and not current[n].unloaded]
+            if changed or removed:
+                await self._apply(scan, changed, removed)
+            return [e.name for e in changed] + removed
+
+    async def load_model(self, name: str) -> ServedModel:
+        """(Re)load one model from disk now, also one that was unloaded."""
+        async with self._changing:
+            scan = await self._scan()
+            entry = scan.models.get(name)
+            if entry is None:
+                raise ModelNotFound(self._not_on_disk(name, scan))
+            previous = self.state.models.get(name)
+            if previous is not None and previous.unloaded:
+                previous = None
+            await self._apply(scan, [entry], [], force={name: previous})
+            return self.state.models[name]
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving a model; its versions finish what they were sent, then are released."""
+        async with self._changing:
+            served = self.model(name)
+            if served.unloaded:
+                return
+            stopped = ServedModel(
+                name, None, error="unloaded through the repository API", unloaded=True
+            )
+            models = dict(self.state.models)
+            models[name] = stopped
+            self.state = replace(self.state, models=MappingProxyType(models))
+            self._retire(list(served.versions.values()))
+
+    async def _scan(self) -> RepositoryScan:
         loop = asyncio.get_running_loop()
-        state = await loop.run_in_executor(self._loader, self._build_state)
-        for model in state.models.values():
-            for version in model.versions.values():
+        return await loop.run_in_executor(self._thread, scan_repository, self.root)
+
+    async def _apply(
+        self,
+        scan: RepositoryScan,
+        entries: list[ModelDir],
+        removed: list[str],
+        force: Mapping[str, ServedModel | None] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        models = dict(self.state.models)
+        retired: list[ModelVersion] = []
+        for entry in entries:
+            previous = (
+                force[entry.name] if force and entry.name in force else models.get(entry.name)
+            )
+            served, replaced = await loop.run_in_executor(
+                self._thread, self._loader.build, entry, previous
+            )
+            for version in served.versions.values():
                 version.start()
-        self.state = state
-        return state
+            models[entry.name] = served
+            retired += replaced
+            self._sightings.pop(entry.name, None)
+        for name in removed:
+            retired += models.pop(name).versions.values()
+            log.info("model %s left the repository; unloading it", name)
+        for problem in scan.skipped:
+            log.warning("skipped %s", problem)
+        self.state = RepositoryState(MappingProxyType(models), tuple(scan.skipped))
+        self._retire(retired)
+
+    def _retire(self, versions: list[ModelVersion]) -> None:
+        for version in versions:
+            log.info("retiring model %s version %d", version.info.model, version.info.version)
+            task = asyncio.get_running_loop().create_task(
+                version.retire(self._drain_timeout_s), name=f"retire {version.info.model}"
+            )
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    # -- answering requests ----------------------------------------------------------
 
     def resolve(self, model: str, version: str | None) -> ModelVersion:
         served = self.model(model)
@@ -141,70 +218,42 @@ class ModelRegistry:
         served = self.state.models.get(name)
         if served is None:
             if not is_valid_model_name(name):
-                raise ModelNotFound(
-                    f"'{name[:140]}' is not a valid model name "
-                    "(expected 1-128 characters of A-Z, a-z, 0-9, '_', '.', '-')"
-                )
+                raise ModelNotFound(_invalid_name(name))
             known = ", ".join(sorted(self.state.models)) or "none"
             raise ModelNotFound(f"unknown model '{name}'; models in the repository: {known}")
         return served
 
-    def _build_state(self) -> RepositoryState:
-        scan = scan_repository(self.root)
-        for problem in scan.skipped:
-            log.warning("skipped %s", problem)
-        models = {name: self._load_model(entry) for name, entry in scan.models.items()}
-        return RepositoryState(MappingProxyType(models), tuple(scan.skipped))
+    def index(self) -> list[dict[str, str]]:
+        """Triton's repository index: every model and version with its state and reason."""
+        rows: list[dict[str, str]] = []
+        for name in sorted(self.state.models):
+            served = self.state.models[name]
+            numbers = sorted(set(served.versions) | set(served.failures))
+            if not numbers:
+                reason = served.error or "no version matches its [model] versions policy"
+                rows.append({"name": name, "state": "UNAVAILABLE", "reason": reason})
+            for number in numbers:
+                state = "READY" if number in served.versions else "UNAVAILABLE"
+                reason = served.failures.get(number, "")
+                if state == "READY" and served.error:
+                    reason = served.error
+                rows.append(
+                    {"name": name, "version": str(number), "state": state, "reason": reason}
+                )
+        return rows
 
-    def _load_model(self, entry: ModelDir) -> ServedModel:
-        try:
-            config = load_model_config(entry.config_path)
-        except ConfigError as exc:
-            log.warning("model %s not loaded: %s", entry.name, exc)
-            return ServedModel(entry.name, None, error=str(exc))
-        policy = VersionPolicy.of(config)
-        available = sorted(entry.versions)
-        versions: dict[int, ModelVersion] = {}
-        failures: dict[int, str] = {
-            v: "named by [model] versions but not in the repository"
-            for v in policy.missing(available)
-        }
-        for number in policy.select(available):
-            try:
-                versions[number] = self._load_version(entry, number, config)
-            except ConfigError as exc:
-                failures[number] = str(exc)
-                log.warning("model %s version %d failed to load: %s", entry.name, number, exc)
-                self._observe(entry.name, number, "failed")
-            else:
-                self._observe(entry.name, number, "success")
-        error = None if available else "no version directories with a model.onnx"
-        return ServedModel(
-            entry.name,
-            config,
-            MappingProxyType(versions),
-            MappingProxyType(failures),
-            error,
-        )
+    def _not_on_disk(self, name: str, scan: RepositoryScan) -> str:
+        if not is_valid_model_name(name):
+            return _invalid_name(name)
+        known = ", ".join(sorted(scan.models)) or "none"
+        return f"no model '{name}' in the repository {self.root}; models there: {known}"
 
-    def _load_version(self, entry: ModelDir, number: int, config: ModelConfig) -> ModelVersion:
-        path = entry.versions[number]
-        model = OnnxModel(path, config.runtime)
-        model.warm_up()
-        info = VersionInfo(
-            model=entry.name,
-            version=number,
-            path=path,
-            sha256=model.sha256,
-            providers=tuple(model.providers),
-        )
-        log.info("loaded model %s version %d on %s", entry.name, number, ", ".join(model.providers))
-        observer = self._observer.batch_observer(entry.name, number) if self._observer else None
-        return ModelVersion(info, config, model, observer)
 
-    def _observe(self, model: str, version: int, outcome: str) -> None:
-        if self._observer is not None:
-            self._observer.model_loaded(model, version, outcome)
+def _invalid_name(name: str) -> str:
+    return (
+        f"'{name[:140]}' is not a valid model name "
+        "(expected 1-128 characters of A-Z, a-z, 0-9, '_', '.', '-', and not '.' or '..')"
+    )
 
 
 def _parse_version(model: str, version: str) -> int:

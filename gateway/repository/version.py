@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig
 from gateway.repository.threads import InstanceThreads
+
+log = logging.getLogger("gateway.repository")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,22 @@ class ModelVersion:
         """Finish queued and running requests, then stop the inference threads."""
         await self.batcher.aclose()
         self.release()
+
+    async def retire(self, timeout_s: float) -> None:
+        """Like aclose, but give up waiting after ``timeout_s`` (requests still waiting
+        then fail with 503); the sessions are released either way."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.batcher.aclose()
+        except TimeoutError:
+            log.warning(
+                "model %s version %d still busy after %g s; releasing it anyway",
+                self.info.model,
+                self.info.version,
+                timeout_s,
+            )
+        finally:
+            self.release()
 
     def release(self) -> None:
         """Stop the inference threads once the jobs already handed to them are done."""

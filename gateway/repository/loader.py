@@ -1,0 +1,189 @@
+"""Building one model's serving state from its directory, reusing what has not changed.
+
+Runs off the event loop (it reads files and creates onnxruntime sessions). The
+rule throughout: nothing that fails to load replaces something that serves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Protocol
+
+from gateway.batching.observer import BatchObserver
+from gateway.errors import ConfigError
+from gateway.protocol.signature import Signature
+from gateway.repository.layout import ModelDir
+from gateway.repository.session import OnnxModel
+from gateway.repository.spec import ModelConfig, VersionPolicy, load_model_config
+from gateway.repository.version import ModelVersion, VersionInfo
+
+log = logging.getLogger("gateway.repository")
+
+
+class RegistryObserver(Protocol):
+    def model_loaded(self, model: str, version: int, outcome: str) -> None: ...
+    def batch_observer(self, model: str, version: int) -> BatchObserver: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """One model as it stands: its ready versions and why others are not.
+
+    ``failures`` may name a version that still serves: its new file failed to load
+    and the previous one carries on.
+    """
+
+    name: str
+    config: ModelConfig | None
+    versions: Mapping[int, ModelVersion] = field(default_factory=dict)
+    failures: Mapping[int, str] = field(default_factory=dict)
+    error: str | None = None  # a problem with the model as a whole (e.g. bad model.toml)
+    stamp: object = None  # the on-disk stamp this state was built from
+    version_stamps: Mapping[int, object] = field(default_factory=dict)
+    unloaded: bool = False  # taken out of service through the repository API
+
+    @property
+    def default(self) -> ModelVersion | None:
+        """Without routing, traffic goes to the highest ready version."""
+        return self.versions[max(self.versions)] if self.versions else None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.versions)
+
+
+class ModelLoader:
+    def __init__(self, observer: RegistryObserver | None) -> None:
+        self._observer = observer
+
+    def build(
+        self, entry: ModelDir, previous: ServedModel | None
+    ) -> tuple[ServedModel, list[ModelVersion]]:
+        """The model as it should serve now, and the versions of ``previous`` it retires."""
+        stamp = entry.stamp()
+        try:
+            config = load_model_config(entry.config_path)
+        except ConfigError as exc:
+            log.warning("model %s: %s", entry.name, exc)
+            if previous is not None and previous.versions:
+                # the whole new config is invalid: the previous one keeps serving
+                return replace(
+                    previous, error=f"{exc} (previous config still serving)", stamp=stamp
+                ), []
+            return ServedModel(entry.name, None, error=str(exc), stamp=stamp), []
+        available = sorted(entry.versions)
+        policy = VersionPolicy.of(config)
+        failures = {
+            v: "named by [model] versions but not in the repository"
+            for v in policy.missing(available)
+        }
+        old = previous.versions if previous is not None else {}
+        old_stamps = previous.version_stamps if previous is not None else {}
+        same_config = previous is not None and previous.config == config
+        versions: dict[int, ModelVersion] = {}
+        stamps: dict[int, object] = {}
+        fresh: list[int] = []
+        for number in policy.select(available):
+            file_stamp = entry.version_stamp(number)
+            if same_config and number in old and old_stamps.get(number) == file_stamp:
+                versions[number], stamps[number] = old[number], file_stamp
+                continue
+            try:
+                versions[number] = self._load_version(entry, number, config)
+            except ConfigError as exc:
+                self._keep_previous(
+                    entry.name, number, str(exc), old, old_stamps, versions, stamps, failures
+                )
+                continue
+            stamps[number] = file_stamp
+            fresh.append(number)
+        self._check_signatures(entry.name, versions, fresh, old, old_stamps, stamps, failures)
+        error = None if available else "no version directories with a model.onnx"
+        served = ServedModel(
+            entry.name,
+            config,
+            MappingProxyType(versions),
+            MappingProxyType(failures),
+            error,
+            stamp,
+            MappingProxyType(stamps),
+        )
+        kept = {id(v) for v in versions.values()}
+        return served, [v for v in old.values() if id(v) not in kept]
+
+    def _keep_previous(
+        self,
+        model: str,
+        number: int,
+        reason: str,
+        old: Mapping[int, ModelVersion],
+        old_stamps: Mapping[int, object],
+        versions: dict[int, ModelVersion],
+        stamps: dict[int, object],
+        failures: dict[int, str],
+    ) -> None:
+        log.warning("model %s version %d failed to load: %s", model, number, reason)
+        self._observe(model, number, "failed")
+        if number in old:
+            versions[number], stamps[number] = old[number], old_stamps.get(number)
+            failures[number] = f"{reason} (the previously loaded file still serves)"
+        else:
+            failures[number] = reason
+
+    def _check_signatures(
+        self,
+        model: str,
+        versions: dict[int, ModelVersion],
+        fresh: list[int],
+        old: Mapping[int, ModelVersion],
+        old_stamps: Mapping[int, object],
+        stamps: dict[int, object],
+        failures: dict[int, str],
+    ) -> None:
+        """Every version of a model takes the same inputs and gives the same outputs as the
+        highest version that was already serving (or, on first load, the highest one)."""
+        kept = [n for n in versions if n not in fresh]
+        reference_number = max(kept) if kept else (max(versions) if versions else None)
+        if reference_number is None:
+            return
+        reference = versions[reference_number].signature
+        for number in fresh:
+            candidate = versions[number]
+            if candidate.signature == reference:
+                self._observe(model, number, "success")
+                continue
+            candidate.release()
+            del versions[number], stamps[number]
+            reason = (
+                f"signature differs from version {reference_number}: "
+                f"{_describe(candidate.signature)} instead of {_describe(reference)}"
+            )
+            self._keep_previous(model, number, reason, old, old_stamps, versions, stamps, failures)
+
+    def _load_version(self, entry: ModelDir, number: int, config: ModelConfig) -> ModelVersion:
+        path = entry.versions[number]
+        model = OnnxModel(path, config.runtime)
+        model.warm_up()
+        info = VersionInfo(
+            model=entry.name,
+            version=number,
+            path=path,
+            sha256=model.sha256,
+            providers=tuple(model.providers),
+        )
+        log.info("loaded model %s version %d on %s", entry.name, number, ", ".join(model.providers))
+        observer = self._observer.batch_observer(entry.name, number) if self._observer else None
+        return ModelVersion(info, config, model, observer)
+
+    def _observe(self, model: str, version: int, outcome: str) -> None:
+        if self._observer is not None:
+            self._observer.model_loaded(model, version, outcome)
+
+
+def _describe(signature: Signature) -> str:
+    inputs = ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in signature.inputs)
+    outputs = ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in signature.outputs)
+    return f"inputs ({inputs}) -> outputs ({outputs})"
