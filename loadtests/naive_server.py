@@ -41,11 +41,18 @@ def build_app(repository: Path) -> Starlette:
         (output,) = session.run(None, {session.get_inputs()[0].name: array})
         body = {
             "model_name": name,
-            "outputs": [{"name": "output", "datatype": "FP32", "shape": list(output.shape),
-                         "data": output.ravel()}],
+            "outputs": [
+                {
+                    "name": "output",
+                    "datatype": "FP32",
+                    "shape": list(output.shape),
+                    "data": output.ravel(),
+                }
+            ],
         }
-        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-                        media_type="application/json")
+        return Response(
+            orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+        )
 
     async def ready(request: Request) -> Response:
         return Response(b'{"ready":true}', media_type="application/json")
@@ -63,8 +70,15 @@ def main() -> None:
     parser.add_argument("repository", type=Path)
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
-    uvicorn.run(build_app(args.repository), host="127.0.0.1", port=args.port, loop="uvloop",
-                http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        build_app(args.repository),
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -77,7 +77,6 @@ async def run_open_loop(
     total = int(rate * duration_s)
     result = OpenLoopResult(rate, duration_s)
     due: asyncio.Queue[float] = asyncio.Queue(maxsize=total + 1)
-    loop = asyncio.get_running_loop()
 
     async def connection() -> None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -136,8 +135,7 @@ def main() -> None:
         pass
     started = time.perf_counter()
     result = asyncio.run(
-        run_open_loop(args.url, args.body.read_bytes(), args.rate, args.duration,
-                      args.connections)
+        run_open_loop(args.url, args.body.read_bytes(), args.rate, args.duration, args.connections)
     )
     summary = result.summary()
     summary["wall_s"] = time.perf_counter() - started
