@@ -19,6 +19,7 @@ from gateway.http.routes import ROUTES
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.repository.registry import ModelRegistry
+from gateway.repository.watcher import RepositoryWatcher
 from gateway.service import InferenceService
 
 
@@ -28,8 +29,13 @@ def create_app(settings: Settings) -> ASGIApp:
         metrics = Metrics()
         async with AsyncExitStack() as stack:
             registry = await stack.enter_async_context(
-                ModelRegistry(settings.model_repository, observer=metrics)
+                ModelRegistry(
+                    settings.model_repository,
+                    observer=metrics,
+                    drain_timeout_s=settings.drain_timeout,
+                )
             )
+            await stack.enter_async_context(RepositoryWatcher(registry, settings.poll_interval))
             # the models and everything loaded with them live until shutdown: keep the
             # cyclic garbage collector from scanning them again and again under load
             gc.freeze()
@@ -37,6 +43,9 @@ def create_app(settings: Settings) -> ASGIApp:
                 "service": InferenceService(registry),
                 "metrics": metrics,
                 "max_body_bytes": settings.max_body_bytes,
+                "admin_token": (
+                    settings.admin_token.get_secret_value() if settings.admin_token else None
+                ),
             }
 
     # the inference paths bypass Starlette's routing (the hot path); the rest uses it

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("an empty admin token would let anyone in; set a real one or none")
+        return value
+
     @field_validator("features_file")
     @classmethod
     def _features_file_exists(cls, value: Path | None) -> Path | None:

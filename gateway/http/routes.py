@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from gateway.http import handlers
+from gateway.http import admin, handlers
 from gateway.http.inference import INFER_V2, PREDICT_V1
 
 ROUTES = [
@@ -22,4 +22,7 @@ ROUTES = [
     Route("/v1/models/{model}", handlers.model_status_v1, methods=["GET"]),
     Route("/v1/models/{model}/versions/{version}", handlers.model_status_v1, methods=["GET"]),
     Route("/metrics", handlers.metrics, methods=["GET"]),
+    Route("/v2/repository/index", admin.repository_index, methods=["POST"]),
+    Route("/v2/repository/models/{model}/load", admin.load_model, methods=["POST"]),
+    Route("/v2/repository/models/{model}/unload", admin.unload_model, methods=["POST"]),
 ]
