@@ -26,12 +26,45 @@ class InferResult:
     binary: list[bool]
 
 
+@dataclass(slots=True)
+class Route:
+    """Where a request goes: ``target``, unless the model is sticky by an input, whose
+    value (known once the body is decoded) then picks the version."""
+
+    model: str
+    target: ModelVersion
+    key_input: str | None = None
+
+
 class InferenceService:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
     def resolve(self, model: str, version: str | None) -> ModelVersion:
         return self.registry.resolve(model, version)
+
+    def route(self, model: str, version: str | None, header: Callable[[str], str | None]) -> Route:
+        """An explicit version bypasses routing; otherwise the model's routing (weights,
+        sticky key from a header or an input) or its highest version decides."""
+        served = self.registry.model(model)
+        plan = served.routing if version is None else None
+        if plan is None or plan.sticky_key is None:
+            return Route(model, self.registry.resolve(model, version))
+        sample = served.default
+        if sample is not None and sample.signature.input(plan.sticky_key) is not None:
+            return Route(model, self.registry.resolve(model, None), key_input=plan.sticky_key)
+        return Route(model, self.registry.resolve(model, None, header(plan.sticky_key)))
+
+    def settle(self, route: Route, inputs: Mapping[str, np.ndarray]) -> ModelVersion:
+        """The final version once the inputs are known (only sticky-by-input changes it)."""
+        if route.key_input is None:
+            return route.target
+        value = inputs.get(route.key_input)
+        key = None
+        if value is not None and value.size:
+            first = value.flat[0]
+            key = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+        return self.registry.resolve(route.model, None, key)
 
     async def infer(
         self,

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.http.responses import error_response, json_response
 from gateway.repository.registry import ModelRegistry
+from gateway.routing.plan import RoutePlan
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -85,3 +86,23 @@ async def unload_model(request: Request) -> Response:
     name = request.path_params["model"]
     await _registry(request).unload_model(name)
     return json_response({"name": name, "unloaded": True})
+
+
+@guarded
+async def get_routing(request: Request) -> Response:
+    served = _registry(request).model(request.path_params["model"])
+    plan = served.routing or RoutePlan()
+    return json_response({"model": served.name, **plan.to_json()})
+
+
+@guarded
+async def put_routing(request: Request) -> Response:
+    name = request.path_params["model"]
+    _registry(request).model(name)  # 404 before looking at the body
+    try:
+        document = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    served = await _registry(request).set_routing(name, RoutePlan.from_json(document))
+    plan = served.routing or RoutePlan()
+    return json_response({"model": name, **plan.to_json()})

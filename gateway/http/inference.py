@@ -28,7 +28,7 @@ from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, disconnect_probe
 from gateway.metrics import Metrics
 from gateway.protocol import v1, v2
 from gateway.repository.version import ModelVersion
-from gateway.service import InferenceService
+from gateway.service import InferenceService, Route
 
 log = logging.getLogger("gateway.http")
 
@@ -38,17 +38,18 @@ _MAX_REQUEST_ID = 128
 _HEADER_LENGTH = v2.HEADER_LENGTH.encode()
 _WANTED = {b"x-request-id", b"content-length", b"content-encoding", _HEADER_LENGTH}
 
-# (service, version, body, request headers, ticket, gone) -> (payload, media type, headers)
-Encoded = tuple[bytes, bytes, list[tuple[bytes, bytes]]]
+# (service, route, body, request headers, ticket, gone) -> (payload, media type, headers,
+# the version that answered)
+Encoded = tuple[bytes, bytes, list[tuple[bytes, bytes]], ModelVersion]
 Runner = Callable[
-    [InferenceService, ModelVersion, bytes, dict[bytes, bytes], Ticket, Callable[[], bool] | None],
+    [InferenceService, Route, bytes, dict[bytes, bytes], Ticket, Callable[[], bool] | None],
     Awaitable[Encoded],
 ]
 
 
 async def _run_v2(
     service: InferenceService,
-    target: ModelVersion,
+    route: Route,
     body: bytes,
     headers: dict[bytes, bytes],
     ticket: Ticket,
@@ -56,26 +57,28 @@ async def _run_v2(
 ) -> Encoded:
     length = headers.get(_HEADER_LENGTH)
     decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
+    target = service.settle(route, decoded.inputs)
     result = await service.infer(target, decoded, ticket, gone)
     payload, header_length = v2.encode_response(
         target.info.model, target.label, decoded.id, result.outputs, result.binary
     )
     if header_length is None:
-        return payload, _JSON, []
-    return payload, _OCTET_STREAM, [(_HEADER_LENGTH, str(header_length).encode())]
+        return payload, _JSON, [], target
+    return payload, _OCTET_STREAM, [(_HEADER_LENGTH, str(header_length).encode())], target
 
 
 async def _run_v1(
     service: InferenceService,
-    target: ModelVersion,
+    route: Route,
     body: bytes,
     headers: dict[bytes, bytes],
     ticket: Ticket,
     gone: Callable[[], bool] | None,
 ) -> Encoded:
-    decoded = v1.decode_predict(body, target.signature)
+    decoded = v1.decode_predict(body, route.target.signature)
+    target = service.settle(route, decoded.inputs)
     outputs = await service.predict(target, decoded.inputs, ticket, gone)
-    return v1.encode_predict(outputs, decoded.row_format), _JSON, []
+    return v1.encode_predict(outputs, decoded.row_format), _JSON, [], target
 
 
 class InferenceEndpoint:
@@ -97,16 +100,14 @@ class InferenceEndpoint:
         service: InferenceService = state["service"]
         metrics: Metrics = state["metrics"]
         headers = {k: v for k, v in scope["headers"] if k in _WANTED}
-        request_id = (
-            headers.get(b"x-request-id", b"")[:_MAX_REQUEST_ID] or os.urandom(8).hex().encode()
-        )
+        request_id = headers.get(b"x-request-id", b"")[:_MAX_REQUEST_ID] or _new_request_id()
         response_headers = [(b"x-request-id", request_id)]
         label = ""
         ticket: Ticket | None = None
         try:
-            target = service.resolve(model, version)
+            route = service.route(model, version, lambda name: _header(scope, name))
+            target = route.target
             label = target.label
-            response_headers.append((b"x-model-version", target.label_bytes))
             # announced before the body is read, so a batch being cut may wait for it
             ticket = target.expect()
             body = await read_body(
@@ -116,9 +117,10 @@ class InferenceEndpoint:
                 headers.get(b"content-encoding"),
             )
             gone = disconnect_probe(receive)
-            payload, media_type, extra = await self._run(
-                service, target, body, headers, ticket, gone
+            payload, media_type, extra, target = await self._run(
+                service, route, body, headers, ticket, gone
             )
+            label = target.label
             status = 200
             response_headers += extra
         except ClientGone:
@@ -138,6 +140,8 @@ class InferenceEndpoint:
         finally:
             if ticket is not None:
                 ticket.release()
+        if label:
+            response_headers.append((b"x-model-version", label.encode()))
         response_headers.append((b"content-type", media_type))
         response_headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
@@ -149,6 +153,14 @@ class InferenceEndpoint:
 # generated ids: a random per-process prefix and a counter, unique without a syscall
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode("latin-1")
+    for key, value in scope["headers"]:
+        if key == wanted:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _new_request_id() -> bytes:

@@ -25,4 +25,6 @@ ROUTES = [
     Route("/v2/repository/index", admin.repository_index, methods=["POST"]),
     Route("/v2/repository/models/{model}/load", admin.load_model, methods=["POST"]),
     Route("/v2/repository/models/{model}/unload", admin.unload_model, methods=["POST"]),
+    Route("/admin/models/{model}/routing", admin.get_routing, methods=["GET"]),
+    Route("/admin/models/{model}/routing", admin.put_routing, methods=["PUT"]),
 ]

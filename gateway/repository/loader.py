@@ -19,6 +19,7 @@ from gateway.repository.layout import ModelDir
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig, VersionPolicy, load_model_config
 from gateway.repository.version import ModelVersion, VersionInfo
+from gateway.routing.plan import RoutePlan
 
 log = logging.getLogger("gateway.repository")
 
@@ -44,6 +45,7 @@ class ServedModel:
     stamp: object = None  # the on-disk stamp this state was built from
     version_stamps: Mapping[int, object] = field(default_factory=dict)
     unloaded: bool = False  # taken out of service through the repository API
+    routing: RoutePlan | None = None  # None: the highest version takes every request
 
     @property
     def default(self) -> ModelVersion | None:
@@ -86,7 +88,11 @@ class ModelLoader:
         versions: dict[int, ModelVersion] = {}
         stamps: dict[int, object] = {}
         fresh: list[int] = []
-        for number in policy.select(available):
+        named = config.routing.versions
+        failures.update(
+            {v: "named by [routing] but not in the repository" for v in named if v not in available}
+        )
+        for number in policy.select(available, also=named):
             file_stamp = entry.version_stamp(number)
             if same_config and number in old and old_stamps.get(number) == file_stamp:
                 versions[number], stamps[number] = old[number], file_stamp
@@ -102,14 +108,16 @@ class ModelLoader:
             fresh.append(number)
         self._check_signatures(entry.name, versions, fresh, old, old_stamps, stamps, failures)
         error = None if available else "no version directories with a model.onnx"
+        routing, routing_error = _usable_routing(config, versions)
         served = ServedModel(
             entry.name,
             config,
             MappingProxyType(versions),
             MappingProxyType(failures),
-            error,
+            error or routing_error,
             stamp,
             MappingProxyType(stamps),
+            routing=routing,
         )
         kept = {id(v) for v in versions.values()}
         return served, [v for v in old.values() if id(v) not in kept]
@@ -181,6 +189,22 @@ class ModelLoader:
     def _observe(self, model: str, version: int, outcome: str) -> None:
         if self._observer is not None:
             self._observer.model_loaded(model, version, outcome)
+
+
+def _usable_routing(
+    config: ModelConfig, versions: Mapping[int, ModelVersion]
+) -> tuple[RoutePlan | None, str | None]:
+    """The file's routing, limited to the versions that did load (and why, if limited)."""
+    plan = RoutePlan.from_section(config.routing)
+    if not plan.active:
+        return None, None
+    problems = plan.problems(versions)
+    if not problems:
+        return plan, None
+    weights = tuple((v, w) for v, w in plan.weights if v in versions)
+    shadow = plan.shadow_version if plan.shadow_version in versions else None
+    usable = RoutePlan(weights, plan.sticky_key, shadow, plan.shadow_fraction if shadow else 0.0)
+    return (usable if usable.active else None), "routing: " + "; ".join(problems)
 
 
 def _describe(signature: Signature) -> str:

@@ -18,10 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from gateway.errors import ModelNotFound, ModelNotReady
+from gateway.errors import InvalidRequest, ModelNotFound, ModelNotReady
 from gateway.repository.layout import ModelDir, RepositoryScan, is_valid_model_name, scan_repository
 from gateway.repository.loader import ModelLoader, RegistryObserver, ServedModel
 from gateway.repository.version import ModelVersion
+from gateway.routing.plan import RoutePlan
+from gateway.routing.router import choose
 
 log = logging.getLogger("gateway.repository")
 
@@ -149,6 +151,23 @@ class ModelRegistry:
             self.state = replace(self.state, models=MappingProxyType(models))
             self._retire(list(served.versions.values()))
 
+    async def set_routing(self, name: str, plan: RoutePlan) -> ServedModel:
+        """Apply routing at run time, atomically, if every version it names is loaded."""
+        async with self._changing:
+            served = self.model(name)
+            problems = plan.problems(served.versions)
+            if problems:
+                loaded = ", ".join(str(v) for v in sorted(served.versions)) or "none"
+                raise InvalidRequest(
+                    f"routing for model '{name}' not applied: {'; '.join(problems)} "
+                    f"(loaded versions: {loaded})"
+                )
+            changed = replace(served, routing=plan if plan.active else None)
+            self.state = replace(
+                self.state, models=MappingProxyType({**self.state.models, name: changed})
+            )
+            return changed
+
     async def _scan(self) -> RepositoryScan:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, scan_repository, self.root)
@@ -194,9 +213,20 @@ class ModelRegistry:
 
     # -- answering requests ----------------------------------------------------------
 
-    def resolve(self, model: str, version: str | None) -> ModelVersion:
+    def resolve(self, model: str, version: str | None, sticky: str | None = None) -> ModelVersion:
+        """The version that serves a request: the one named, else the routing's choice
+        (by ``sticky`` key, if any), else the highest loaded one."""
         served = self.model(model)
         if version is None:
+            plan = served.routing
+            if plan is not None:
+                number = choose(plan, sticky)
+                if number is None:  # a shadow but no weights: the highest other version
+                    number = max(
+                        (v for v in served.versions if v != plan.shadow_version), default=None
+                    )
+                if number is not None and number in served.versions:
+                    return served.versions[number]
             chosen = served.default
             if chosen is None:
                 raise ModelNotReady(f"model '{model}' has no loaded version: {_why(served)}")

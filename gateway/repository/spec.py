@@ -65,10 +65,49 @@ class BatchingSection(_Section):
         return self
 
 
+class ShadowSection(_Section):
+    version: Annotated[int, Field(gt=0)]
+    fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
+class RoutingSection(_Section):
+    weights: dict[str, Annotated[float, Field(ge=0)]] = {}
+    sticky_key: str | None = None
+    shadow: ShadowSection | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _versions_and_sum(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k in value if not (k.isascii() and k.isdigit() and k[0] != "0")]
+        if bad:
+            raise ValueError(f'weights are keyed by version numbers ("1", "2", ...), got {bad}')
+        if value and sum(value.values()) <= 0:
+            raise ValueError(f"weights must have a positive sum, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _shadow_is_not_primary(self) -> RoutingSection:
+        if self.shadow is not None and self.weights.get(str(self.shadow.version), 0) > 0:
+            raise ValueError(
+                f"shadow version {self.shadow.version} also takes primary traffic "
+                "(weight > 0); a shadow must be a different version"
+            )
+        return self
+
+    @property
+    def versions(self) -> list[int]:
+        """Every version routing names (they are loaded whatever the version policy)."""
+        named = [int(k) for k in self.weights]
+        if self.shadow is not None:
+            named.append(self.shadow.version)
+        return sorted(set(named))
+
+
 class ModelConfig(_Section):
     model: ModelSection = ModelSection()
     runtime: RuntimeSection = RuntimeSection()
     batching: BatchingSection = BatchingSection()
+    routing: RoutingSection = RoutingSection()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +121,12 @@ class VersionPolicy:
         versions = config.model.versions
         return cls(tuple(versions) if isinstance(versions, list) else versions)
 
-    def select(self, available: list[int]) -> list[int]:
+    def select(self, available: list[int], also: list[int] | None = None) -> list[int]:
+        """The versions to load: the policy's, plus ``also`` (those routing names)."""
+        chosen = set(self._select(available)) | {v for v in also or [] if v in available}
+        return sorted(chosen)
+
+    def _select(self, available: list[int]) -> list[int]:
         ordered = sorted(available)
         if isinstance(self.rule, tuple):
             return [v for v in ordered if v in self.rule]
@@ -148,8 +192,6 @@ def _describe(error: Any) -> str:
 
 def _as_toml_key(location: str) -> str:
     section, _, rest = location.partition(".")
-    # a union reports its branches as extra path parts ("str", "list[...]"): drop them
-    rest = rest.split(".")[0] if rest else ""
     return f"[{section}] {rest}" if rest else f"[{section}]"
 
 

@@ -1,0 +1,108 @@
+"""Routing decisions: weighted splits, sticky keys, minimal movement, plan validation."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from gateway.errors import InvalidRequest
+from gateway.routing.plan import RoutePlan
+from gateway.routing.router import choose, mirror
+
+KEYS = [f"user-{i}" for i in range(5000)]
+
+
+def plan(**weights: float) -> RoutePlan:
+    return RoutePlan(weights=tuple(sorted((int(k[1:]), w) for k, w in weights.items())))
+
+
+def shares(counts: Counter[int | None], total: int) -> dict[int | None, float]:
+    return {version: count / total for version, count in counts.items()}
+
+
+def test_sticky_split_follows_the_weights() -> None:
+    counts = Counter(choose(plan(v1=90, v2=10), key) for key in KEYS)
+    got = shares(counts, len(KEYS))
+    assert got[1] == pytest.approx(0.9, abs=0.03) and got[2] == pytest.approx(0.1, abs=0.03)
+
+
+def test_random_split_follows_the_weights() -> None:
+    rng = random.Random(3)
+    counts = Counter(choose(plan(v1=1, v2=1, v3=2), None, rng) for _ in range(4000))
+    got = shares(counts, 4000)
+    assert got[1] == pytest.approx(0.25, abs=0.03)
+    assert got[3] == pytest.approx(0.5, abs=0.03)
+
+
+def test_same_key_same_version() -> None:
+    routes = plan(v1=50, v2=50)
+    for key in KEYS[:200]:
+        assert len({choose(routes, key) for _ in range(5)}) == 1
+
+
+def test_a_weight_change_moves_only_the_keys_it_must() -> None:
+    before = {key: choose(plan(v1=90, v2=10), key) for key in KEYS}
+    after = {key: choose(plan(v1=80, v2=20), key) for key in KEYS}
+    moved = [key for key in KEYS if before[key] != after[key]]
+    assert all(before[k] == 1 and after[k] == 2 for k in moved)  # only towards v2
+    assert len(moved) / len(KEYS) == pytest.approx(0.10, abs=0.02)
+
+
+def test_adding_weight_to_one_version_never_moves_keys_between_the_others() -> None:
+    before = {key: choose(plan(v1=40, v2=40, v3=20), key) for key in KEYS}
+    after = {key: choose(plan(v1=40, v2=40, v3=40), key) for key in KEYS}
+    assert all(after[k] in (before[k], 3) for k in KEYS)
+
+
+def test_single_version_and_empty_plans() -> None:
+    assert choose(plan(v4=1), "x") == 4
+    assert choose(RoutePlan(), "x") is None
+
+
+def test_mirror_fraction() -> None:
+    rng = random.Random(5)
+    half = RoutePlan(weights=((1, 1.0),), shadow_version=2, shadow_fraction=0.5)
+    mirrored = sum(mirror(half, rng) for _ in range(4000))
+    assert mirrored / 4000 == pytest.approx(0.5, abs=0.03)
+    assert mirror(RoutePlan(weights=((1, 1.0),)), rng) is False
+    always = RoutePlan(weights=((1, 1.0),), shadow_version=2, shadow_fraction=1.0)
+    assert all(mirror(always, rng) for _ in range(100))
+
+
+def test_plan_from_json_round_trip() -> None:
+    document = {
+        "weights": {"1": 90, "2": 10},
+        "sticky_key": "X-User-Id",
+        "shadow": {"version": 3, "fraction": 0.25},
+    }
+    parsed = RoutePlan.from_json(document)
+    assert parsed.weights == ((1, 90.0), (2, 10.0))
+    assert parsed.sticky_key == "x-user-id"  # header names are case-insensitive
+    assert parsed.to_json() == {
+        "weights": {"1": 90.0, "2": 10.0},
+        "sticky_key": "x-user-id",
+        "shadow": {"version": 3, "fraction": 0.25},
+    }
+    assert parsed.problems({1, 2}) == ["shadow version 3 is not loaded"]
+    assert parsed.problems({1, 2, 3}) == []
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([1, 2], "routing must be a JSON object"),
+        ({"weights": {"1": -1}}, "greater than or equal to 0"),
+        ({"weights": {"1": 0, "2": 0}}, "positive sum"),
+        ({"weights": {"one": 1}}, "keyed by version numbers"),
+        ({"weights": {"1": 1}, "shadow": {"version": 1}}, "a shadow must be a different version"),
+        ({"weights": {"1": 1}, "shadow": {"fraction": 0.5}}, "shadow.version"),
+        ({"weights": {"1": 1}, "shadow": {"version": 2, "fraction": 1.5}}, "less than or equal"),
+        ({"weight": {"1": 1}}, "weight: Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_plans_say_why(document: object, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        RoutePlan.from_json(document)
+    assert message in caught.value.message
