@@ -20,6 +20,7 @@ from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
+from gateway.routing.shadow import ShadowScheduler
 from gateway.service import InferenceService
 
 
@@ -36,12 +37,16 @@ def create_app(settings: Settings) -> ASGIApp:
                 )
             )
             await stack.enter_async_context(RepositoryWatcher(registry, settings.poll_interval))
+            shadows = ShadowScheduler(metrics, settings.shadow_log)
+            # unwinds before the registry: shadows finish while their versions still serve
+            stack.push_async_callback(shadows.aclose, settings.drain_timeout)
             # the models and everything loaded with them live until shutdown: keep the
             # cyclic garbage collector from scanning them again and again under load
             gc.freeze()
             yield {
                 "service": InferenceService(registry),
                 "metrics": metrics,
+                "shadows": shadows,
                 "max_body_bytes": settings.max_body_bytes,
                 "admin_token": (
                     settings.admin_token.get_secret_value() if settings.admin_token else None

@@ -101,6 +101,38 @@ class Metrics:
             registry=self.registry,
         )
 
+        pair = ["model", "primary", "shadow"]
+        self.shadow_requests = Counter(
+            "gateway_shadow_requests",
+            "Mirrored requests that ran on a shadow version, by model, primary and shadow",
+            pair,
+            registry=self.registry,
+        )
+        self.shadow_errors = Counter(
+            "gateway_shadow_errors",
+            "Mirrored requests that failed on the shadow version (or gave incomparable outputs)",
+            pair,
+            registry=self.registry,
+        )
+        self.shadow_disagreements = Counter(
+            "gateway_shadow_disagreements",
+            "Mirrored requests where the argmax of the first output differs in some row",
+            pair,
+            registry=self.registry,
+        )
+        self.shadow_abs_diff = Histogram(
+            "gateway_shadow_abs_diff",
+            "Largest absolute difference between primary and shadow outputs, per request",
+            pair,
+            buckets=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0),
+            registry=self.registry,
+        )
+        self.shadow_drops = Counter(
+            "gateway_shadow_dropped",
+            "Requests not mirrored because too many shadow runs were in flight",
+            pair,
+            registry=self.registry,
+        )
         # label lookups cost more than the increments: bind each combination once
         self._request_children: dict[tuple[str, str, str, int], tuple[Tally, Spread | None]] = {}
         self._unflushed: list[Tally | Spread] = []
@@ -116,6 +148,28 @@ class Metrics:
 
     def batch_observer(self, model: str, version: int) -> BatchMetrics:
         return BatchMetrics(self, model, str(version))
+
+    def shadow_done(
+        self,
+        model: str,
+        primary: str,
+        shadow: str,
+        disagrees: bool | None,
+        max_abs_diff: float | None,
+    ) -> None:
+        """``disagrees`` None: the shadow failed or its outputs could not be compared."""
+        labels = (model, primary, shadow)
+        self.shadow_requests.labels(*labels).inc()
+        if disagrees is None:
+            self.shadow_errors.labels(*labels).inc()
+            return
+        if disagrees:
+            self.shadow_disagreements.labels(*labels).inc()
+        if max_abs_diff is not None:
+            self.shadow_abs_diff.labels(*labels).observe(max_abs_diff)
+
+    def shadow_dropped(self, model: str, primary: str, shadow: str) -> None:
+        self.shadow_drops.labels(model, primary, shadow).inc()
 
     def model_loaded(self, model: str, version: int, outcome: str) -> None:
         self.model_loads.labels(model, str(version), outcome).inc()

@@ -17,6 +17,8 @@ from gateway.protocol.signature import Signature, check_datatype, check_shape
 from gateway.protocol.v2 import InferRequest, RequestedOutput
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.version import ModelVersion
+from gateway.routing.router import mirror
+from gateway.routing.shadow import ShadowJob
 
 
 @dataclass(slots=True)
@@ -34,6 +36,8 @@ class Route:
     model: str
     target: ModelVersion
     key_input: str | None = None
+    shadow: ModelVersion | None = None  # also run the request here, after answering
+    mirror: ShadowJob | None = None  # the shadow run to start once the answer is sent
 
 
 class InferenceService:
@@ -48,12 +52,39 @@ class InferenceService:
         sticky key from a header or an input) or its highest version decides."""
         served = self.registry.model(model)
         plan = served.routing if version is None else None
-        if plan is None or plan.sticky_key is None:
+        if plan is None:
             return Route(model, self.registry.resolve(model, version))
+        shadow = None
+        if plan.shadow_version is not None and mirror(plan):
+            shadow = served.versions.get(plan.shadow_version)
+        if plan.sticky_key is None:
+            return Route(model, self.registry.resolve(model, None), shadow=shadow)
         sample = served.default
         if sample is not None and sample.signature.input(plan.sticky_key) is not None:
-            return Route(model, self.registry.resolve(model, None), key_input=plan.sticky_key)
-        return Route(model, self.registry.resolve(model, None, header(plan.sticky_key)))
+            target = self.registry.resolve(model, None)
+            return Route(model, target, key_input=plan.sticky_key, shadow=shadow)
+        target = self.registry.resolve(model, None, header(plan.sticky_key))
+        return Route(model, target, shadow=shadow)
+
+    def plan_mirror(
+        self,
+        route: Route,
+        target: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: list[tuple[str, np.ndarray]],
+    ) -> None:
+        """Remember the shadow run for this request (started after the answer is sent)."""
+        if route.shadow is None or route.shadow is target:
+            return
+        route.mirror = ShadowJob(
+            model=route.model,
+            request_id="",
+            primary=target.label,
+            target=route.shadow,
+            inputs=inputs,
+            output_names=[name for name, _ in outputs],
+            primary_outputs=[array for _, array in outputs],
+        )
 
     def settle(self, route: Route, inputs: Mapping[str, np.ndarray]) -> ModelVersion:
         """The final version once the inputs are known (only sticky-by-input changes it)."""

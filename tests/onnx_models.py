@@ -127,3 +127,51 @@ def slow(layers: int = 6, width: int = 1024) -> onnx.GraphProto:
             numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
         ],
     )
+
+
+def slow_sum(scale: float = 1.0, layers: int = 10, width: int = 2048) -> onnx.GraphProto:
+    """``scaled_sum``'s signature and answers, after a heavy computation that it multiplies by
+    zero: a deliberately slow version of the same model (several ms per row)."""
+    graph = scaled_sum(scale)
+    rng = np.random.default_rng(11)
+    w_in = (rng.standard_normal((4, width)) / 2).astype(np.float32)
+    w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["a", "w_in"], ["h0"])]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"h{layers}", "axis1"], ["heavy"], keepdims=1),
+        helper.make_node("Mul", ["heavy", "nothing"], ["zeroed"]),
+        helper.make_node("Add", ["sum_light", "zeroed"], ["sum"]),
+    ]
+    for node in graph.node:
+        if list(node.output) == ["sum"]:
+            node.output[0] = "sum_light"
+    graph.node.extend(nodes)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(w_in, "w_in"),
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "nothing"),
+        ]
+    )
+    return graph
+
+
+def failing_sum() -> onnx.GraphProto:
+    """``scaled_sum``'s signature, but 'first' looks ``a[:, 0]`` up in a table of one entry:
+    fine for the zeros of the warm-up, a run-time error for any row whose a[0] is not 0."""
+    graph = scaled_sum(1.0)
+    for node in list(graph.node):
+        if list(node.output) == ["first"]:
+            graph.node.remove(node)
+    graph.node.extend(
+        [
+            helper.make_node("Gather", ["a", "zero"], ["a0"], axis=1),
+            helper.make_node("Cast", ["a0"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["first"], axis=0),
+        ]
+    )
+    graph.initializer.append(numpy_helper.from_array(np.array([7.0], dtype=np.float32), "table"))
+    return graph

@@ -59,6 +59,7 @@ async def _run_v2(
     decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
     target = service.settle(route, decoded.inputs)
     result = await service.infer(target, decoded, ticket, gone)
+    service.plan_mirror(route, target, decoded.inputs, result.outputs)
     payload, header_length = v2.encode_response(
         target.info.model, target.label, decoded.id, result.outputs, result.binary
     )
@@ -78,6 +79,7 @@ async def _run_v1(
     decoded = v1.decode_predict(body, route.target.signature)
     target = service.settle(route, decoded.inputs)
     outputs = await service.predict(target, decoded.inputs, ticket, gone)
+    service.plan_mirror(route, target, decoded.inputs, outputs)
     return v1.encode_predict(outputs, decoded.row_format), _JSON, [], target
 
 
@@ -104,6 +106,7 @@ class InferenceEndpoint:
         response_headers = [(b"x-request-id", request_id)]
         label = ""
         ticket: Ticket | None = None
+        route: Route | None = None
         try:
             route = service.route(model, version, lambda name: _header(scope, name))
             target = route.target
@@ -146,6 +149,9 @@ class InferenceEndpoint:
         response_headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})
+        if status == 200 and route is not None and route.mirror is not None:
+            route.mirror.request_id = request_id.decode("latin-1")
+            state["shadows"].try_spawn(route.mirror)
         known = model if model in service.registry.state.models else ""
         metrics.request_done(known, label, self.protocol, status, perf_counter() - started)
 
