@@ -171,8 +171,9 @@ class Metrics:
     def shadow_dropped(self, model: str, primary: str, shadow: str) -> None:
         self.shadow_drops.labels(model, primary, shadow).inc()
 
-    def model_loaded(self, model: str, version: int, outcome: str) -> None:
-        self.model_loads.labels(model, str(version), outcome).inc()
+    def model_loaded(self, model: str, version: int | None, outcome: str) -> None:
+        """``version`` None: the model as a whole (e.g. its model.toml) failed."""
+        self.model_loads.labels(model, "" if version is None else str(version), outcome).inc()
 
     def request_done(
         self, model: str, version: str, protocol: str, code: int, seconds: float

@@ -25,7 +25,7 @@ log = logging.getLogger("gateway.repository")
 
 
 class RegistryObserver(Protocol):
-    def model_loaded(self, model: str, version: int, outcome: str) -> None: ...
+    def model_loaded(self, model: str, version: int | None, outcome: str) -> None: ...
     def batch_observer(self, model: str, version: int) -> BatchObserver: ...
 
 
@@ -70,6 +70,7 @@ class ModelLoader:
             config = load_model_config(entry.config_path)
         except ConfigError as exc:
             log.warning("model %s: %s", entry.name, exc)
+            self._observe(entry.name, None, "failed")
             if previous is not None and previous.versions:
                 # the whole new config is invalid: the previous one keeps serving
                 return replace(
@@ -186,7 +187,7 @@ class ModelLoader:
         observer = self._observer.batch_observer(entry.name, number) if self._observer else None
         return ModelVersion(info, config, model, observer)
 
-    def _observe(self, model: str, version: int, outcome: str) -> None:
+    def _observe(self, model: str, version: int | None, outcome: str) -> None:
         if self._observer is not None:
             self._observer.model_loaded(model, version, outcome)
 

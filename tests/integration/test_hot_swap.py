@@ -98,6 +98,7 @@ def test_hot_swap_under_load_fails_no_request(swap_gateway: RunningGateway) -> N
         shutil.rmtree(root / "pair" / "2")
         time.sleep(0.5)
     codes = Counter(code for code, _, _ in load.results)
+    print(f"hot swap under load: {len(load.results)} requests, {dict(codes)}")
     versions = Counter(version for _, version, _ in load.results)
     assert len(load.results) > 100
     assert codes == {200: len(load.results)}, codes

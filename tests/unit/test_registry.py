@@ -35,6 +35,10 @@ def test_loads_good_versions_and_reports_bad_ones(test_repository: Path) -> None
             "gateway_model_loads_total", {"model": "broken", "version": "1", "outcome": "failed"}
         )
         assert sample == 1.0
+        config_failure = metrics.registry.get_sample_value(
+            "gateway_model_loads_total", {"model": "badconfig", "version": "", "outcome": "failed"}
+        )
+        assert config_failure == 1.0
         problems = "\n".join(state.problems)
         assert "broken v1" in problems and "badconfig" in problems
     finally:
