@@ -47,7 +47,9 @@ class InferenceService:
     def resolve(self, model: str, version: str | None) -> ModelVersion:
         return self.registry.resolve(model, version)
 
-    def route(self, model: str, version: str | None, header: Callable[[str], str | None]) -> Route:
+    def route(
+        self, model: str, version: str | None, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> Route:
         """An explicit version bypasses routing; otherwise the model's routing (weights,
         sticky key from a header or an input) or its highest version decides."""
         served = self.registry.model(model)
@@ -63,7 +65,7 @@ class InferenceService:
         if sample is not None and sample.signature.input(plan.sticky_key) is not None:
             target = self.registry.resolve(model, None)
             return Route(model, target, key_input=plan.sticky_key, shadow=shadow)
-        target = self.registry.resolve(model, None, header(plan.sticky_key))
+        target = self.registry.resolve(model, None, _header(headers, plan.sticky_key))
         return Route(model, target, shadow=shadow)
 
     def plan_mirror(
@@ -127,6 +129,14 @@ class InferenceService:
         names = signature.output_names
         arrays = await target.run(inputs, names, ticket=ticket, gone=gone)
         return list(zip(names, arrays, strict=True))
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
+    wanted = name.encode("latin-1")
+    for key, value in headers:
+        if key == wanted:
+            return value.decode("latin-1")
+    return None
 
 
 def check_inputs(

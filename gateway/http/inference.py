@@ -108,7 +108,7 @@ class InferenceEndpoint:
         ticket: Ticket | None = None
         route: Route | None = None
         try:
-            route = service.route(model, version, lambda name: _header(scope, name))
+            route = service.route(model, version, scope["headers"])
             target = route.target
             label = target.label
             # announced before the body is read, so a batch being cut may wait for it
@@ -159,14 +159,6 @@ class InferenceEndpoint:
 # generated ids: a random per-process prefix and a counter, unique without a syscall
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
-
-
-def _header(scope: Scope, name: str) -> str | None:
-    wanted = name.encode("latin-1")
-    for key, value in scope["headers"]:
-        if key == wanted:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _new_request_id() -> bytes:

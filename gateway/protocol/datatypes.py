@@ -43,9 +43,15 @@ ONNX_TO_DATATYPE: dict[str, str] = {
 _KIND_TO_PREFIX = {"b": "BOOL", "i": "INT", "u": "UINT", "f": "FP"}
 
 
+_BY_DTYPE: dict[np.dtype, str] = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The OIP datatype of a numpy array (object and string arrays are BYTES)."""
     dtype = array.dtype
+    known = _BY_DTYPE.get(dtype)
+    if known is not None:
+        return known
     if dtype.kind in "OSU":
         return "BYTES"
     prefix = _KIND_TO_PREFIX.get(dtype.kind)

@@ -55,6 +55,9 @@ def format_shape(shape: Sequence[int]) -> str:
 def check_shape(spec: TensorSpec, got: Sequence[int]) -> None:
     """Raise InvalidRequest unless ``got`` fits ``spec.shape`` (-1 matches any size)."""
     expected = spec.shape
+    # the common case: a dynamic batch dimension and fixed others
+    if len(got) == len(expected) and got[1:] == expected[1:] and expected[0] in (-1, got[0]):
+        return
     if len(got) == len(expected):
         for e, g in zip(expected, got, strict=True):
             if e != g and e != -1:

@@ -109,7 +109,8 @@ def _decode_input(
             f"input '{name}': 'datatype' must be one of {', '.join(NUMPY_DTYPES)}, got {datatype!r}"
         )
     shape = parse_shape(name, raw.get("shape"))
-    parameters = _parameters(raw.get("parameters"), f"input '{name}'")
+    raw_parameters = raw.get("parameters")
+    parameters = _parameters(raw_parameters, f"input '{name}'") if raw_parameters else {}
     size = parameters.get("binary_data_size")
     if size is None:
         if "data" not in raw:
