@@ -1,7 +1,9 @@
 """InferenceService: the transport-agnostic request path.
 
-resolve the version -> check the inputs against its signature -> run -> pick
-the outputs. HTTP handlers decode and encode around it.
+route (explicit version, else the model's routing, else its highest version) ->
+check the inputs against the signature -> run through the version's batcher ->
+pick the outputs -> note the shadow run, if any. HTTP handlers decode and encode
+around it.
 """
 
 from __future__ import annotations
