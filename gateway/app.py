@@ -18,6 +18,7 @@ from gateway.http.inference import InferenceRoutes
 from gateway.http.routes import ROUTES
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
+from gateway.protocol.tensors import quiet_float_casts
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
 from gateway.routing.shadow import ShadowScheduler
@@ -71,4 +72,5 @@ def app_from_environment() -> ASGIApp:
     """Factory for worker processes: each rebuilds the settings from GATEWAY_* variables."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    quiet_float_casts()  # runs in the worker's serve task, before its listening socket
     return create_app(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.protocol.tensors import quiet_float_casts
 
 
 class GatewayServer(uvicorn.Server):
@@ -20,6 +22,10 @@ class GatewayServer(uvicorn.Server):
     would die "killed by signal"; for an orchestrator, a drained gateway has
     succeeded.
     """
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        quiet_float_casts()
+        super().run(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -16,6 +16,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.server import GatewayServer
 from tests import onnx_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def start_gateway(settings: Settings, timeout_s: float = 60.0) -> RunningGateway
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = GatewayServer(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

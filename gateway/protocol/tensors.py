@@ -62,6 +62,12 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any)
     return cast_numeric(name, datatype, raw).reshape(shape)
 
 
+def quiet_float_casts() -> None:
+    """Let numeric casts overflow to +-inf without a RuntimeWarning, in this thread and in
+    the event loop and request contexts started from it (numpy keeps this per context)."""
+    np.seterr(over="ignore", invalid="ignore")
+
+
 def as_numeric_array(name: str, datatype: str, values: Any) -> np.ndarray:
     """A nested JSON list as an array of ``datatype``, keeping the nesting as its shape."""
     raw = _parse_numbers(name, datatype, values)
@@ -120,8 +126,10 @@ def cast_numeric(name: str, datatype: str, raw: np.ndarray) -> np.ndarray:
                 f"input '{name}': {datatype} values must lie in [{info.min}, {info.max}], "
                 f"got values in [{low}, {high}]"
             )
-    with np.errstate(all="ignore"):
-        return raw.astype(target, copy=False)
+    # a float too large for the target becomes +-inf, as casting does. The server turns
+    # numpy's overflow warning off once for its thread (quiet_float_casts, below):
+    # np.errstate here would cost more than the cast itself
+    return raw.astype(target, copy=False)
 
 
 def _all_ints(raw: np.ndarray) -> bool:
