@@ -151,6 +151,12 @@ class BatchQueue:
         assert clock is not None, "start() the queue first"
         names = tuple(outputs)
         rows, key = batch_key(inputs, names, policy.batching)
+        if ticket is not None:
+            ticket.detach()
+        if self._free and not self._waiting and not self._expected:
+            # an idle instance and nothing to wait for: this request is the batch, run
+            # straight from here (no queue entry, no extra turn of the event loop)
+            return await self._run_alone(inputs, names, rows)
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
         request = QueuedRequest(inputs, names, rows, key, future, clock.now(), gone)
         timeout = timeout_s if timeout_s is not None else policy.default_timeout_s
@@ -158,16 +164,9 @@ class BatchQueue:
             request.timer = clock.call_at(
                 request.queued_at + timeout, partial(self._expire, request, timeout)
             )
-        if ticket is not None:
-            ticket.detach()
-        if self._free and not self._waiting and not self._expected:
-            # an idle instance and nothing to wait for: this request is the batch
-            request.state = State.CLAIMED
-            self._start(self._free.pop(), [request], self._reason_alone(rows))
-        else:
-            self._pending.append(request)
-            self._waiting += 1
-            self._pump()
+        self._pending.append(request)
+        self._waiting += 1
+        self._pump()
         try:
             return await future
         except asyncio.CancelledError:
@@ -223,6 +222,32 @@ class BatchQueue:
         if len(trimmed) < len(batch):
             return trimmed, "preferred"
         return batch, "delay" if held and now >= until else "idle"
+
+    async def _run_alone(
+        self, inputs: Mapping[str, np.ndarray], names: tuple[str, ...], rows: int
+    ) -> list[np.ndarray]:
+        assert self._clock is not None
+        instance = self._free.pop()
+        started = self._clock.now()
+        self._observer.waited(0.0)
+        self._observer.dispatched(rows, self._reason_alone(rows))
+        run = asyncio.ensure_future(self._run_batch(instance, inputs, names))
+        self._runs.add(run)
+        # the instance is free again when the run has really finished, even if this
+        # caller stops waiting: shield keeps a cancelled caller from cancelling the run
+        run.add_done_callback(partial(self._release, instance))
+        outputs = await asyncio.shield(run)
+        check_outputs(outputs, names, rows, False)
+        self._observer.ran(self._clock.now() - started)
+        return outputs
+
+    def _release(self, instance: int, run: asyncio.Future[list[np.ndarray]]) -> None:
+        self._runs.discard(run)
+        self._free.append(instance)
+        if not run.cancelled():
+            run.exception()  # retrieved here, so a caller that left does not leave it unseen
+        self._pump()
+        self._check_drained()
 
     def _reason_alone(self, rows: int) -> str:
         policy = self._policy
