@@ -57,7 +57,7 @@ class InferenceService:
         served = self.registry.model(model)
         plan = served.routing if version is None else None
         if plan is None:
-            return Route(model, self.registry.resolve(model, version))
+            return Route(model, self.registry.resolve_in(served, version))
         shadow = None
         if plan.shadow_version is not None and mirror(plan):
             shadow = served.versions.get(plan.shadow_version)

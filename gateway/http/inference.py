@@ -105,12 +105,13 @@ class InferenceEndpoint:
         request_id = headers.get(b"x-request-id", b"")[:_MAX_REQUEST_ID] or _new_request_id()
         response_headers = [(b"x-request-id", request_id)]
         label = ""
+        label_bytes = b""
         ticket: Ticket | None = None
         route: Route | None = None
         try:
             route = service.route(model, version, scope["headers"])
             target = route.target
-            label = target.label
+            label, label_bytes = target.label, target.label_bytes
             # announced before the body is read, so a batch being cut may wait for it
             ticket = target.expect()
             body = await read_body(
@@ -123,7 +124,7 @@ class InferenceEndpoint:
             payload, media_type, extra, target = await self._run(
                 service, route, body, headers, ticket, gone
             )
-            label = target.label
+            label, label_bytes = target.label, target.label_bytes
             status = 200
             response_headers += extra
         except ClientGone:
@@ -143,8 +144,8 @@ class InferenceEndpoint:
         finally:
             if ticket is not None:
                 ticket.release()
-        if label:
-            response_headers.append((b"x-model-version", label.encode()))
+        if label_bytes:
+            response_headers.append((b"x-model-version", label_bytes))
         response_headers.append((b"content-type", media_type))
         response_headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})

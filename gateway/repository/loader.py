@@ -47,10 +47,13 @@ class ServedModel:
     unloaded: bool = False  # taken out of service through the repository API
     routing: RoutePlan | None = None  # None: the highest version takes every request
 
-    @property
-    def default(self) -> ModelVersion | None:
-        """Without routing, traffic goes to the highest ready version."""
-        return self.versions[max(self.versions)] if self.versions else None
+    def __post_init__(self) -> None:
+        # read on every request: worked out once
+        highest = self.versions[max(self.versions)] if self.versions else None
+        object.__setattr__(self, "default", highest)
+
+    # without routing, traffic goes to the highest ready version
+    default: ModelVersion | None = field(init=False, default=None, compare=False)
 
     @property
     def ready(self) -> bool:

@@ -216,7 +216,13 @@ class ModelRegistry:
     def resolve(self, model: str, version: str | None, sticky: str | None = None) -> ModelVersion:
         """The version that serves a request: the one named, else the routing's choice
         (by ``sticky`` key, if any), else the highest loaded one."""
-        served = self.model(model)
+        return self.resolve_in(self.model(model), version, sticky)
+
+    def resolve_in(
+        self, served: ServedModel, version: str | None, sticky: str | None = None
+    ) -> ModelVersion:
+        """``resolve`` for a model already looked up."""
+        model = served.name
         if version is None:
             plan = served.routing
             if plan is not None:
