@@ -1,0 +1,46 @@
+"""LocalCache: a bounded LRU cache whose entries expire, in front of the feature store.
+
+Single-threaded (event loop) by design. Time comes from an injected clock so
+tests can move it; expiry is checked on read, and the least recently used entry
+goes when the cache is full.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class LocalCache(Generic[V]):
+    def __init__(self, max_entries: int, ttl_s: float, now: Callable[[], float]) -> None:
+        if max_entries < 1 or ttl_s < 0:
+            raise ValueError("max_entries must be >= 1 and ttl_s >= 0")
+        self._max = max_entries
+        self._ttl = ttl_s
+        self._now = now
+        self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if self._now() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: V) -> None:
+        if self._ttl == 0:
+            return  # caching is off
+        self._entries[key] = (self._now() + self._ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
