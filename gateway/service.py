@@ -62,12 +62,12 @@ class InferenceService:
         if plan.shadow_version is not None and mirror(plan):
             shadow = served.versions.get(plan.shadow_version)
         if plan.sticky_key is None:
-            return Route(model, self.registry.resolve(model, None), shadow=shadow)
+            return Route(model, self.registry.resolve_in(served, None), shadow=shadow)
         sample = served.default
         if sample is not None and sample.signature.input(plan.sticky_key) is not None:
-            target = self.registry.resolve(model, None)
+            target = self.registry.resolve_in(served, None)
             return Route(model, target, key_input=plan.sticky_key, shadow=shadow)
-        target = self.registry.resolve(model, None, _header(headers, plan.sticky_key))
+        target = self.registry.resolve_in(served, None, _header(headers, plan.sticky_key))
         return Route(model, target, shadow=shadow)
 
     def plan_mirror(
