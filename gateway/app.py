@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp
 
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.features.store import open_store
 from gateway.http import responses
 from gateway.http.inference import InferenceRoutes
 from gateway.http.routes import ROUTES
@@ -30,11 +32,16 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         metrics = Metrics()
         async with AsyncExitStack() as stack:
+            store = open_store(
+                settings.redis_url, settings.features_file, time.monotonic, metrics.redis_error
+            )
+            stack.push_async_callback(store.aclose)  # after the registry has drained
             registry = await stack.enter_async_context(
                 ModelRegistry(
                     settings.model_repository,
                     observer=metrics,
                     drain_timeout_s=settings.drain_timeout,
+                    feature_store=store,
                 )
             )
             await stack.enter_async_context(RepositoryWatcher(registry, settings.poll_interval))

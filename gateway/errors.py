@@ -9,6 +9,9 @@ The tree::
     ├── PayloadTooLarge (413)        body over --max-body-bytes
     ├── QueueFull (429)              a model's queue is full; carries retry_after_s
     ├── ModelNotReady (503)          the model has no loaded version
+    │   └── FeatureStoreUnavailable  Redis down or slow, and [features]
+    │                                on_redis_error = "error"
+    ├── FeatureDataInvalid (502)     the feature store holds a value that is not a number
     ├── DeadlineExceeded (504)       a request waited past its deadline
     └── InferenceFailed (500)        the runtime rejected or failed a run
 
@@ -53,6 +56,14 @@ class QueueFull(GatewayError):
 
 class ModelNotReady(GatewayError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class FeatureStoreUnavailable(ModelNotReady):
+    pass
+
+
+class FeatureDataInvalid(GatewayError):
+    status = HTTPStatus.BAD_GATEWAY
 
 
 class DeadlineExceeded(GatewayError):

@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 T = TypeVar("T", "Tally", "Spread")
 DISPATCH_REASONS = ("full", "preferred", "delay", "idle")
+FEATURE_SOURCES = ("local", "redis", "default")
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 # request latency from a fraction of a millisecond (batch 1, small model) to seconds
@@ -133,9 +134,23 @@ class Metrics:
             pair,
             registry=self.registry,
         )
+        self.feature_lookups = Counter(
+            "gateway_feature_lookups",
+            "Entity rows whose features came from the local cache (local), Redis or the "
+            "in-process store (redis), or the defaults (default: not in the store, or the "
+            "store unavailable and nothing cached)",
+            ["model", "source"],
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            "gateway_redis_errors",
+            "Feature store calls that failed or timed out",
+            registry=self.registry,
+        )
         # label lookups cost more than the increments: bind each combination once
         self._request_children: dict[tuple[str, str, str, int], tuple[Tally, Spread | None]] = {}
         self._unflushed: list[Tally | Spread] = []
+        self._feature_children: dict[str, FeatureMetrics] = {}
 
     def _track(self, instrument: T) -> T:
         self._unflushed.append(instrument)
@@ -148,6 +163,15 @@ class Metrics:
 
     def batch_observer(self, model: str, version: int) -> BatchMetrics:
         return BatchMetrics(self, model, str(version))
+
+    def feature_observer(self, model: str) -> FeatureMetrics:
+        observer = self._feature_children.get(model)
+        if observer is None:  # one per model, however often it reloads
+            observer = self._feature_children[model] = FeatureMetrics(self, model)
+        return observer
+
+    def redis_error(self) -> None:
+        self.redis_errors.inc()
 
     def shadow_done(
         self,
@@ -218,6 +242,19 @@ class BatchMetrics:
     def track_depth(self, waiting: Callable[[], int]) -> None:
         # read at scrape time: nothing to do per request
         self._depth.set_function(waiting)
+
+
+class FeatureMetrics:
+    """One model's feature lookup counts, bound to their labels once."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._sources = {
+            source: metrics._track(Tally(metrics.feature_lookups.labels(model, source)))
+            for source in FEATURE_SOURCES
+        }
+
+    def looked_up(self, source: str, rows: int) -> None:
+        self._sources[source].count += rows
 
 
 class Tally:

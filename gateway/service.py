@@ -1,9 +1,10 @@
 """InferenceService: the transport-agnostic request path.
 
 route (explicit version, else the model's routing, else its highest version) ->
-check the inputs against the signature -> run through the version's batcher ->
-pick the outputs -> note the shadow run, if any. HTTP handlers decode and encode
-around it.
+settle the version (sticky by input) -> look up features by entity id, if the
+model has [features] -> check the inputs against the signature -> run through
+the version's batcher -> pick the outputs -> note the shadow run, if any. HTTP
+handlers decode and encode around it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 
 from gateway.batching.queue import Ticket
 from gateway.errors import InvalidRequest
+from gateway.features.lookup import FeatureLookup
 from gateway.protocol.signature import Signature, check_datatype, check_shape
 from gateway.protocol.v2 import InferRequest, RequestedOutput
-from gateway.repository.registry import ModelRegistry
+from gateway.repository.registry import ModelRegistry, ServedModel
 from gateway.repository.version import ModelVersion
 from gateway.routing.router import mirror
 from gateway.routing.shadow import ShadowJob
@@ -40,6 +42,7 @@ class Route:
     key_input: str | None = None
     shadow: ModelVersion | None = None  # also run the request here, after answering
     mirror: ShadowJob | None = None  # the shadow run to start once the answer is sent
+    features: FeatureLookup | None = None  # the model's [features], if it has them
 
 
 class InferenceService:
@@ -56,19 +59,29 @@ class InferenceService:
         sticky key from a header or an input) or its highest version decides."""
         served = self.registry.model(model)
         plan = served.routing if version is None else None
+        features = served.features
         if plan is None:
-            return Route(model, self.registry.resolve_in(served, version))
+            return Route(model, self.registry.resolve_in(served, version), features=features)
         shadow = None
         if plan.shadow_version is not None and mirror(plan):
             shadow = served.versions.get(plan.shadow_version)
         if plan.sticky_key is None:
-            return Route(model, self.registry.resolve_in(served, None), shadow=shadow)
-        sample = served.default
-        if sample is not None and sample.signature.input(plan.sticky_key) is not None:
             target = self.registry.resolve_in(served, None)
-            return Route(model, target, key_input=plan.sticky_key, shadow=shadow)
+            return Route(model, target, shadow=shadow, features=features)
+        if _is_input(served, plan.sticky_key):
+            target = self.registry.resolve_in(served, None)
+            return Route(model, target, plan.sticky_key, shadow, features=features)
         target = self.registry.resolve_in(served, None, _header(headers, plan.sticky_key))
-        return Route(model, target, shadow=shadow)
+        return Route(model, target, shadow=shadow, features=features)
+
+    async def look_up_features(
+        self, route: Route, inputs: dict[str, np.ndarray], datatypes: dict[str, str]
+    ) -> None:
+        """Entity ids in, the model's feature input out (a no-op without [features] or
+        when the caller sent the features itself)."""
+        features = route.features
+        if features is not None and features.entity_input in inputs:
+            await features.fill(inputs, datatypes)
 
     def plan_mirror(
         self,
@@ -131,6 +144,14 @@ class InferenceService:
         names = signature.output_names
         arrays = await target.run(inputs, names, ticket=ticket, gone=gone)
         return list(zip(names, arrays, strict=True))
+
+
+def _is_input(served: ServedModel, name: str) -> bool:
+    """Whether the caller sends ``name`` in the body: a model input, or the entity ids."""
+    sample = served.default
+    if sample is not None and sample.signature.input(name) is not None:
+        return True
+    return served.features is not None and served.features.entity_input == name
 
 
 def _header(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:

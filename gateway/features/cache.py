@@ -2,7 +2,8 @@
 
 Single-threaded (event loop) by design. Time comes from an injected clock so
 tests can move it; expiry is checked on read, and the least recently used entry
-goes when the cache is full.
+goes when the cache is full. An expired entry stays until it is replaced or
+evicted: ``get_stale`` still finds it, for answering while the store is down.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ class LocalCache(Generic[V]):
             return None
         expires, value = entry
         if self._now() >= expires:
-            del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return value
+
+    def get_stale(self, key: str) -> V | None:
+        """The entry even if it has expired (None only if it was never cached or evicted)."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
 
     def put(self, key: str, value: V) -> None:
         if self._ttl == 0:

@@ -11,7 +11,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.errors import InvalidRequest
+from gateway.errors import FeatureDataInvalid
 
 _NUMBER = re.compile(rb"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 
@@ -52,7 +52,7 @@ def parse_values(
         data = raw.encode() if isinstance(raw, str) else raw
         if not _NUMBER.match(data):
             shown = data[:40].decode("utf-8", "replace")
-            raise InvalidRequest(
+            raise FeatureDataInvalid(
                 f"feature store: {key} field '{field}' holds {shown!r}, which is not a number"
             )
         numbers.append(float(data))

@@ -1,7 +1,8 @@
 """The inference endpoints as plain ASGI: the request path, read top to bottom.
 
 resolve the version -> announce the request to its batcher -> read the body ->
-decode (v2 or v1) -> run through the batcher -> encode -> send. Everything a
+decode (v2 or v1) -> look up features by entity id (v2, [features] models) -> run
+through the batcher -> encode -> send. Everything a
 caller can get wrong becomes a GatewayError and a JSON ``{"error": ...}``.
 
 These handlers skip Starlette's Request/Response objects: on a small model the
@@ -58,6 +59,7 @@ async def _run_v2(
     length = headers.get(_HEADER_LENGTH)
     decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
     target = service.settle(route, decoded.inputs)
+    await service.look_up_features(route, decoded.inputs, decoded.datatypes)
     result = await service.infer(target, decoded, ticket, gone)
     service.plan_mirror(route, target, decoded.inputs, result.outputs)
     payload, header_length = v2.encode_response(

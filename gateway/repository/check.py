@@ -36,6 +36,8 @@ def _describe(served: ServedModel) -> list[str]:
         lines.append(f"  ERROR: {served.error}")
     if served.config is not None:
         for section, values in served.config.model_dump().items():
+            if values is None:
+                continue  # an optional section the model does not use
             rendered = ", ".join(f"{k} = {v!r}" for k, v in values.items())
             lines.append(f"  [{section}] {rendered}")
     for number, version in sorted(served.versions.items()):

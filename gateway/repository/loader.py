@@ -7,6 +7,7 @@ rule throughout: nothing that fails to load replaces something that serves.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -14,10 +15,17 @@ from typing import Protocol
 
 from gateway.batching.observer import BatchObserver
 from gateway.errors import ConfigError
+from gateway.features.lookup import FeatureLookup, FeatureObserver
+from gateway.features.store import FeatureStore, MemoryStore
 from gateway.protocol.signature import Signature
 from gateway.repository.layout import ModelDir
 from gateway.repository.session import OnnxModel
-from gateway.repository.spec import ModelConfig, VersionPolicy, load_model_config
+from gateway.repository.spec import (
+    FeaturesSection,
+    ModelConfig,
+    VersionPolicy,
+    load_model_config,
+)
 from gateway.repository.version import ModelVersion, VersionInfo
 from gateway.routing.plan import RoutePlan
 
@@ -27,6 +35,7 @@ log = logging.getLogger("gateway.repository")
 class RegistryObserver(Protocol):
     def model_loaded(self, model: str, version: int | None, outcome: str) -> None: ...
     def batch_observer(self, model: str, version: int) -> BatchObserver: ...
+    def feature_observer(self, model: str) -> FeatureObserver: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,7 @@ class ServedModel:
     version_stamps: Mapping[int, object] = field(default_factory=dict)
     unloaded: bool = False  # taken out of service through the repository API
     routing: RoutePlan | None = None  # None: the highest version takes every request
+    features: FeatureLookup | None = None  # [features]: the caller may send entity ids
 
     def __post_init__(self) -> None:
         # read on every request: worked out once
@@ -61,8 +71,11 @@ class ServedModel:
 
 
 class ModelLoader:
-    def __init__(self, observer: RegistryObserver | None) -> None:
+    def __init__(
+        self, observer: RegistryObserver | None, feature_store: FeatureStore | None = None
+    ) -> None:
         self._observer = observer
+        self._feature_store = feature_store or MemoryStore()
 
     def build(
         self, entry: ModelDir, previous: ServedModel | None
@@ -122,6 +135,7 @@ class ModelLoader:
             stamp,
             MappingProxyType(stamps),
             routing=routing,
+            features=self._features(entry.name, config.features, previous),
         )
         kept = {id(v) for v in versions.values()}
         return served, [v for v in old.values() if id(v) not in kept]
@@ -178,6 +192,8 @@ class ModelLoader:
     def _load_version(self, entry: ModelDir, number: int, config: ModelConfig) -> ModelVersion:
         path = entry.versions[number]
         model = OnnxModel(path, config.runtime)
+        if config.features is not None:
+            check_features(config.features, model.signature)
         model.warm_up()
         info = VersionInfo(
             model=entry.name,
@@ -189,6 +205,22 @@ class ModelLoader:
         log.info("loaded model %s version %d on %s", entry.name, number, ", ".join(model.providers))
         observer = self._observer.batch_observer(entry.name, number) if self._observer else None
         return ModelVersion(info, config, model, observer)
+
+    def _features(
+        self, model: str, section: FeaturesSection | None, previous: ServedModel | None
+    ) -> FeatureLookup | None:
+        """The model's feature lookup; kept (with its warm cache) while [features] is
+        unchanged."""
+        if section is None:
+            return None
+        if previous is not None and previous.features is not None:
+            if previous.features.config == section:
+                return previous.features
+        store = self._feature_store
+        if isinstance(store, MemoryStore):
+            store.index(section.key, section.entity_input)
+        observer = self._observer.feature_observer(model) if self._observer else None
+        return FeatureLookup(model, section, store, time.monotonic, observer)
 
     def _observe(self, model: str, version: int | None, outcome: str) -> None:
         if self._observer is not None:
@@ -209,6 +241,29 @@ def _usable_routing(
     shadow = plan.shadow_version if plan.shadow_version in versions else None
     usable = RoutePlan(weights, plan.sticky_key, shadow, plan.shadow_fraction if shadow else 0.0)
     return (usable if usable.active else None), "routing: " + "; ".join(problems)
+
+
+def check_features(section: FeaturesSection, signature: Signature) -> None:
+    """[features] must fill an FP32 [n, len(fields)] input, under names the model does not
+    use for anything else."""
+    spec = signature.input(section.input)
+    wanted = f"FP32 [-1, {len(section.fields)}]"
+    if spec is None:
+        raise ConfigError(
+            f"[features] input = '{section.input}' is not an input of the model; its inputs "
+            "are " + ", ".join(f"'{n}'" for n in signature.input_names)
+        )
+    shape = spec.shape
+    if spec.datatype != "FP32" or len(shape) != 2 or shape[1] not in (-1, len(section.fields)):
+        raise ConfigError(
+            f"[features] input '{section.input}' must be {wanted} to take the "
+            f"{len(section.fields)} fields, but the model has {spec.datatype} {list(shape)}"
+        )
+    taken = [n for n in (section.entity_input, *section.fields) if signature.input(n) is not None]
+    if taken:
+        raise ConfigError(
+            f"[features] entity_input and fields must not be model inputs, but {taken} are"
+        )
 
 
 def _describe(signature: Signature) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from gateway.errors import InvalidRequest, ModelNotFound, ModelNotReady
+from gateway.features.store import FeatureStore
 from gateway.repository.layout import ModelDir, RepositoryScan, is_valid_model_name, scan_repository
 from gateway.repository.loader import ModelLoader, RegistryObserver, ServedModel
 from gateway.repository.version import ModelVersion
@@ -58,10 +59,11 @@ class ModelRegistry:
         root: Path,
         observer: RegistryObserver | None = None,
         drain_timeout_s: float = 30.0,
+        feature_store: FeatureStore | None = None,
     ) -> None:
         self.root = root
         self.state: RepositoryState = _EMPTY
-        self._loader = ModelLoader(observer)
+        self._loader = ModelLoader(observer, feature_store)
         self._drain_timeout_s = drain_timeout_s
         # loading is slow and runs off the event loop, one model at a time
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
@@ -78,9 +80,11 @@ class ModelRegistry:
 
     async def aclose(self) -> None:
         """Let every version finish its queued and running requests, then release it all."""
-        versions = [v for m in self.state.models.values() for v in m.versions.values()]
+        models = list(self.state.models.values())
+        versions = [v for m in models for v in m.versions.values()]
         self.state = _EMPTY
         await asyncio.gather(*self._retiring, *(v.aclose() for v in versions))
+        await asyncio.gather(*(m.features.aclose() for m in models if m.features is not None))
         self._thread.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError
+from gateway.features.keys import KeyTemplate
 
 _LATEST_N = re.compile(r"^latest:([1-9][0-9]*)$")
 
@@ -103,11 +104,52 @@ class RoutingSection(_Section):
         return sorted(set(named))
 
 
+class FeaturesSection(_Section):
+    """Features looked up by entity id (SPEC 5); see gateway.features."""
+
+    entity_input: Annotated[str, Field(min_length=1)]
+    key: Annotated[str, Field(min_length=1)]
+    fields: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    input: Annotated[str, Field(min_length=1)]
+    defaults: dict[str, float] = {}
+    missing: Literal["default", "error"] = "default"
+    local_ttl_ms: Annotated[float, Field(ge=0)] = 1000.0
+    local_max_entries: Annotated[int, Field(ge=1)] = 100_000
+    redis_timeout_ms: Annotated[float, Field(gt=0)] = 20.0
+    on_redis_error: Literal["default", "error"] = "default"
+
+    @field_validator("defaults", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        # TOML integers are fine as defaults (age = 35); strict mode would refuse them
+        if isinstance(value, dict):
+            return {k: float(v) if type(v) is int else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeaturesSection:
+        KeyTemplate.parse(self.key, self.entity_input)  # ValueError says what is wrong
+        repeated = sorted({f for f in self.fields if self.fields.count(f) > 1})
+        if repeated:
+            raise ValueError(f"fields are listed more than once: {repeated}")
+        unknown = sorted(set(self.defaults) - set(self.fields))
+        if unknown:
+            raise ValueError(f"defaults name fields that are not in fields: {unknown}")
+        clash = sorted({self.entity_input, self.input} & set(self.fields))
+        if clash or self.entity_input == self.input:
+            raise ValueError(
+                "entity_input, input and the fields must all have different names; "
+                f"{clash or [self.input]} is used twice"
+            )
+        return self
+
+
 class ModelConfig(_Section):
     model: ModelSection = ModelSection()
     runtime: RuntimeSection = RuntimeSection()
     batching: BatchingSection = BatchingSection()
     routing: RoutingSection = RoutingSection()
+    features: FeaturesSection | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ def test_every_error_sets_its_own_status() -> None:
         "PayloadTooLarge": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         "QueueFull": HTTPStatus.TOO_MANY_REQUESTS,
         "ModelNotReady": HTTPStatus.SERVICE_UNAVAILABLE,
+        "FeatureStoreUnavailable": HTTPStatus.SERVICE_UNAVAILABLE,
+        "FeatureDataInvalid": HTTPStatus.BAD_GATEWAY,
         "DeadlineExceeded": HTTPStatus.GATEWAY_TIMEOUT,
         "InferenceFailed": HTTPStatus.INTERNAL_SERVER_ERROR,
     }

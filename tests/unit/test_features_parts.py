@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import InvalidRequest
+from gateway.errors import FeatureDataInvalid
 from gateway.features.breaker import BreakerState, CircuitBreaker
 from gateway.features.cache import LocalCache
 from gateway.features.keys import KeyTemplate, parse_values
@@ -34,7 +34,7 @@ def test_parse_values() -> None:
     assert numbers == [35.0, -1250.0, None, 0.25]
     assert absent == ["txn"]
     for bad in (b"abc", b"1,5", b"", b"nan", b"1e"):
-        with pytest.raises(InvalidRequest, match="user:1 field 'age' holds .* not a number"):
+        with pytest.raises(FeatureDataInvalid, match="user:1 field 'age' holds .* not a number"):
             parse_values("user:1", ["age"], [bad])
 
 
@@ -47,7 +47,9 @@ def test_cache_expires_and_evicts_least_recently_used() -> None:
     cache.put("c", 3)
     assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
     clock.t += 1.0
-    assert cache.get("a") is None and len(cache) == 1
+    assert cache.get("a") is None and len(cache) == 2
+    assert cache.get_stale("a") == 1  # expired, but still there for when the store is down
+    assert cache.get_stale("b") is None  # evicted
     off: LocalCache[int] = LocalCache(max_entries=2, ttl_s=0, now=clock)
     off.put("a", 1)
     assert off.get("a") is None
