@@ -1,4 +1,4 @@
-"""The ``gateway`` command: ``serve`` and ``models check``.
+"""The ``gateway`` command: ``serve``, ``models check`` and ``features load``.
 
 Every ``serve`` flag is a field of ``Settings``; the parser holds no defaults of
 its own, so a flag left out falls back to GATEWAY_<NAME> and then to the
@@ -40,6 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="load every model, print its signature and config, fail on any problem"
     )
     check.add_argument("directory", type=Path, help="the model repository")
+
+    features = commands.add_parser("features", help="manage model features in Redis")
+    feature_commands = features.add_subparsers(dest="features_command", required=True)
+    load = feature_commands.add_parser(
+        "load", help="write a CSV or JSONL file of entities into Redis HASHes (pipelined)"
+    )
+    load.add_argument("file", type=Path, help="CSV with a header line, or JSONL (.jsonl)")
+    load.add_argument("--redis-url", required=True, help="redis://, rediss://, unix://, ...")
+    load.add_argument(
+        "--key", required=True, help="key template; its placeholder names the id column"
+    )
+    load.add_argument("--ttl", type=int, default=None, help="expire each key after SECONDS")
+    load.add_argument(
+        "--strict", action="store_true", help="write nothing if any row is bad (default: skip)"
+    )
+    load.add_argument("--chunk-size", type=int, default=1000, help="rows per pipeline")
     return parser
 
 
@@ -52,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "features":
+        return _load_features(args)
     return _check(args.directory)
 
 
@@ -102,3 +120,41 @@ def _check(directory: Path) -> int:
     report, ok = asyncio.run(check_repository(directory))
     print(report)
     return 0 if ok else 1
+
+
+def _load_features(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from gateway.config import REDIS_SCHEMES
+    from gateway.features.bulk import LoadError, default_progress, load_file
+
+    def usage(message: str) -> int:
+        print(f"gateway features load: {message}", file=sys.stderr)
+        return 2
+
+    if not args.file.is_file():
+        return usage(f"no such file: {args.file}")
+    if urlsplit(args.redis_url).scheme not in REDIS_SCHEMES:
+        schemes = ", ".join(s + "://" for s in REDIS_SCHEMES)
+        return usage(f"--redis-url must start with {schemes}; got {args.redis_url!r}")
+    if args.ttl is not None and args.ttl <= 0:
+        return usage(f"--ttl must be a positive number of seconds, got {args.ttl}")
+    if args.chunk_size <= 0:
+        return usage(f"--chunk-size must be positive, got {args.chunk_size}")
+    try:
+        report = asyncio.run(
+            load_file(
+                args.file,
+                args.redis_url,
+                args.key,
+                args.ttl,
+                args.strict,
+                args.chunk_size,
+                default_progress,
+            )
+        )
+    except LoadError as exc:
+        print(f"gateway features load: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary(args.file, args.redis_url, args.key, args.ttl))
+    return 0 if report.written else 1

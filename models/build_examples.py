@@ -592,13 +592,27 @@ max_queue_delay_ms = 2.0
 """
 
 FRAUD_TOML = """\
-# Fraud score from six per-user features (see entities.csv for example users).
+# Fraud score from six per-user features. Callers send either the features
+# themselves (input "features", FP32 [n, 6]) or just user ids (input "user_id",
+# BYTES [n]): the gateway then looks the features up in Redis (--redis-url) or in
+# the in-process store (--features-file models/fraud/entities.csv).
 [model]
 versions = "latest"
 
 [runtime]
 intra_op_threads = 1
 inter_op_threads = 1
+
+[features]
+entity_input = "user_id"
+key = "user:{user_id}"
+fields = ["age", "account_age_days", "balance", "txn_count_7d", "avg_txn_amount", "chargebacks_90d"]
+input = "features"
+defaults = { age = 35, account_age_days = 365 }
+missing = "default"
+local_ttl_ms = 1000
+redis_timeout_ms = 20
+on_redis_error = "default"
 """
 
 
