@@ -126,7 +126,7 @@ def _load_features(args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
     from gateway.config import REDIS_SCHEMES
-    from gateway.features.bulk import LoadError, default_progress, load_file
+    from gateway.features.bulk import LoadError, default_progress, id_column, load_file
 
     def usage(message: str) -> int:
         print(f"gateway features load: {message}", file=sys.stderr)
@@ -141,6 +141,10 @@ def _load_features(args: argparse.Namespace) -> int:
         return usage(f"--ttl must be a positive number of seconds, got {args.ttl}")
     if args.chunk_size <= 0:
         return usage(f"--chunk-size must be positive, got {args.chunk_size}")
+    try:
+        id_column(args.key)
+    except LoadError as exc:
+        return usage(str(exc))
     try:
         report = asyncio.run(
             load_file(

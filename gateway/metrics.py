@@ -142,6 +142,13 @@ class Metrics:
             ["model", "source"],
             registry=self.registry,
         )
+        self.feature_fetch_keys = Histogram(
+            "gateway_feature_fetch_keys",
+            "Keys per feature store round trip (one pipelined fetch for a batch of lookups)",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
         self.redis_errors = Counter(
             "gateway_redis_errors",
             "Feature store calls that failed or timed out",
@@ -252,6 +259,7 @@ class FeatureMetrics:
             source: metrics._track(Tally(metrics.feature_lookups.labels(model, source)))
             for source in FEATURE_SOURCES
         }
+        self.fetched = metrics._track(Spread(metrics.feature_fetch_keys.labels(model))).observe
 
     def looked_up(self, source: str, rows: int) -> None:
         self._sources[source].count += rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import threading
@@ -59,6 +60,17 @@ def build_test_repository(root: Path) -> Path:
     onnx_models.write_model(root, "badconfig", 1, onnx_models.fixed_shape())
     onnx_models.write_config(root, "badconfig", '[batching]\nmax_batch_size = "lots"\n')
     return root
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples in a Prometheus exposition, over those whose labels
+    include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
 
 
 def start_gateway(settings: Settings, timeout_s: float = 60.0) -> RunningGateway:

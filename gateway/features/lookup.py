@@ -42,6 +42,7 @@ _SHOWN_MISSING = 10
 
 class FeatureObserver(Protocol):
     def looked_up(self, source: str, rows: int) -> None: ...
+    def fetched(self, keys: int) -> None: ...
 
 
 class FeatureLookup:
@@ -195,6 +196,8 @@ class FeatureLookup:
 
     async def _fetch(self, batch: dict[str, asyncio.Future[FeatureRow]]) -> None:
         keys = list(batch)
+        if self._observer is not None:
+            self._observer.fetched(len(keys))
         try:
             replies = await self._store.fetch(keys, self._fields, self._timeout_s)
         except StoreUnavailable as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,21 +13,10 @@ import onnxruntime as ort
 import orjson
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, metric_value
 from tests.integration.test_errors import _in_background, _slow_body, _wait_until_busy
 
 pytestmark = pytest.mark.integration
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
-        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
-            total += float(match.group(2))
-    assert wanted is not None
-    return total
 
 
 def test_concurrent_callers_each_get_their_own_rows(
@@ -65,16 +53,16 @@ def test_concurrent_callers_each_get_their_own_rows(
 
     after = httpx.get(f"{gateway.url}/metrics").text
     labels = {"model": "digits", "version": "2"}
-    rows = _metric(after, "gateway_batch_size_sum", **labels) - _metric(
+    rows = metric_value(after, "gateway_batch_size_sum", **labels) - metric_value(
         before, "gateway_batch_size_sum", **labels
     )
-    batches = _metric(after, "gateway_batch_size_count", **labels) - _metric(
+    batches = metric_value(after, "gateway_batch_size_count", **labels) - metric_value(
         before, "gateway_batch_size_count", **labels
     )
     assert rows == len(images)
     assert batches <= len(images)
     dispatched = sum(
-        _metric(after, "gateway_batch_dispatch_total", reason=reason, **labels)
+        metric_value(after, "gateway_batch_dispatch_total", reason=reason, **labels)
         for reason in ("full", "preferred", "delay", "idle")
     )
     assert dispatched >= batches
@@ -91,7 +79,7 @@ def test_a_caller_that_hangs_up_is_dropped_before_its_batch_runs(
     thread = _in_background(gateway, 1500, results)
     try:
         _wait_until_busy(client)
-        before = _metric(client.get("/metrics").text, "gateway_batch_size_sum", **labels)
+        before = metric_value(client.get("/metrics").text, "gateway_batch_size_sum", **labels)
         body, length = _slow_body(7)
         head = (
             f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
@@ -102,7 +90,9 @@ def test_a_caller_that_hangs_up_is_dropped_before_its_batch_runs(
             queued = False
             deadline = time.monotonic() + 10
             while not queued and time.monotonic() < deadline:  # until the gateway queued it
-                queued = _metric(client.get("/metrics").text, "gateway_queue_depth", **labels) >= 1
+                queued = (
+                    metric_value(client.get("/metrics").text, "gateway_queue_depth", **labels) >= 1
+                )
             assert queued
         # the socket is closed now; the queued request must leave the queue
     finally:
@@ -111,14 +101,14 @@ def test_a_caller_that_hangs_up_is_dropped_before_its_batch_runs(
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         text = client.get("/metrics").text
-        if _metric(text, "gateway_queue_depth", **labels) == 0:
+        if metric_value(text, "gateway_queue_depth", **labels) == 0:
             break
         time.sleep(0.01)
-    after = _metric(text, "gateway_batch_size_sum", **labels)
+    after = metric_value(text, "gateway_batch_size_sum", **labels)
     # the blocker's rows were counted when it started; nothing else ran since, in
     # particular not the hung-up request's 7 rows
     assert after == before
-    assert _metric(text, "gateway_queue_depth", **labels) == 0
+    assert metric_value(text, "gateway_queue_depth", **labels) == 0
     ok = client.post(
         "/v2/models/slow/infer",
         content=_slow_body(2)[0],

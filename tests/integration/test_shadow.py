@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pytest
 
 from gateway.config import Settings
 from tests import onnx_models
-from tests.conftest import EXAMPLES, RunningGateway, start_gateway, stop_gateway
+from tests.conftest import EXAMPLES, RunningGateway, metric_value, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -48,20 +47,11 @@ def shadow_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     stop_gateway(running)
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
-        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
-
-
 def _wait_for_metric(url: str, name: str, minimum: float, **labels: str) -> str:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         text = httpx.get(f"{url}/metrics").text
-        if _metric(text, name, **labels) >= minimum:
+        if metric_value(text, name, **labels) >= minimum:
             return text
         time.sleep(0.05)
     raise AssertionError(f"{name} never reached {minimum}")
@@ -80,10 +70,10 @@ def test_shadow_comparison_of_two_real_classifiers(shadow_gateway: RunningGatewa
             assert response.headers["x-model-version"] == "1"  # the shadow never answers
     labels = {"model": "digits", "primary": "1", "shadow": "2"}
     text = _wait_for_metric(shadow_gateway.url, "gateway_shadow_requests_total", 150, **labels)
-    assert _metric(text, "gateway_shadow_errors_total", **labels) == 0
-    disagreements = _metric(text, "gateway_shadow_disagreements_total", **labels)
+    assert metric_value(text, "gateway_shadow_errors_total", **labels) == 0
+    disagreements = metric_value(text, "gateway_shadow_disagreements_total", **labels)
     assert 0 < disagreements < 150  # two decent classifiers: mostly, not always, agreeing
-    assert _metric(text, "gateway_shadow_abs_diff_count", **labels) == 150
+    assert metric_value(text, "gateway_shadow_abs_diff_count", **labels) == 150
     lines = [orjson.loads(x) for x in shadow_gateway.shadow_log.read_bytes().splitlines()]  # type: ignore[attr-defined]
     logged = {line["request_id"]: line for line in lines if line["model"] == "digits"}
     assert len(logged) == 150 and "img-7" in logged
@@ -116,10 +106,12 @@ def test_a_slow_shadow_does_not_slow_the_caller(shadow_gateway: RunningGateway) 
         before = httpx.get(f"{shadow_gateway.url}/metrics").text
         mirrored = statistics.median(_latencies(client, 30))
     labels = {"model": "pair", "primary": "1", "shadow": "2"}
-    started = _metric(before, "gateway_shadow_requests_total", **labels)
+    started = metric_value(before, "gateway_shadow_requests_total", **labels)
     text = _wait_for_metric(shadow_gateway.url, "gateway_shadow_requests_total", 1, **labels)
-    slow_runs = _metric(text, "gateway_inference_duration_seconds_sum", model="pair", version="2")
-    slow_count = _metric(
+    slow_runs = metric_value(
+        text, "gateway_inference_duration_seconds_sum", model="pair", version="2"
+    )
+    slow_count = metric_value(
         text, "gateway_inference_duration_seconds_count", model="pair", version="2"
     )
     assert slow_count >= 1 and started >= 0
@@ -141,4 +133,4 @@ def test_a_failing_shadow_never_changes_the_callers_status(
         _latencies(client, 40)  # every answer is a 200 with the primary's result
     labels = {"model": "pair", "primary": "1", "shadow": "3"}
     text = _wait_for_metric(shadow_gateway.url, "gateway_shadow_errors_total", 40, **labels)
-    assert _metric(text, "gateway_shadow_requests_total", **labels) == 40
+    assert metric_value(text, "gateway_shadow_requests_total", **labels) == 40
