@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: serve test redis-server check-models lint bench wrk clean
+.PHONY: serve test redis-server check-models lint bench bench-features wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -57,6 +57,10 @@ wrk:
 # the benchmark of loadtests/benchmark.py; BENCH_ARGS="--duration 4" etc. to change it
 bench: $(VENV)/.installed-loadtest wrk
 	$(BIN)/python -m loadtests.benchmark $(BENCH_ARGS)
+
+# features from Redis against the feature vector inline (loadtests/features_benchmark.py)
+bench-features: $(VENV)/.installed-loadtest wrk redis-server
+	$(BIN)/python -m loadtests.features_benchmark $(BENCH_ARGS)
 
 check-models: $(VENV)/.installed
 	$(BIN)/gateway models check models

@@ -75,13 +75,22 @@ class InferenceService:
         return Route(model, target, shadow=shadow, features=features)
 
     async def look_up_features(
-        self, route: Route, inputs: dict[str, np.ndarray], datatypes: dict[str, str]
+        self,
+        route: Route,
+        inputs: dict[str, np.ndarray],
+        datatypes: dict[str, str],
+        ticket: Ticket | None = None,
     ) -> None:
         """Entity ids in, the model's feature input out (a no-op without [features] or
-        when the caller sent the features itself)."""
+        when the caller sent the features itself).
+
+        A request that waits for the feature store is not announced to the batcher
+        meanwhile (batches are not held for a fetch of unknown length), and is announced
+        again when its features have come (see FeatureLookup).
+        """
         features = route.features
         if features is not None and features.entity_input in inputs:
-            await features.fill(inputs, datatypes)
+            await features.fill(inputs, datatypes, ticket)
 
     def plan_mirror(
         self,

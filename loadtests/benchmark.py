@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def _pinned(cpu: str, command: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *command] if shutil.which("taskset") else command
 
 
-def _start_server(kind: str, repository: Path, port: int, cpu: str) -> subprocess.Popen[bytes]:
+def _start_server(
+    kind: str, repository: Path, port: int, cpu: str, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
     python = sys.executable
     if kind == "naive":
         command = [python, str(HERE / "naive_server.py"), str(repository), "--port", str(port)]
@@ -85,6 +88,7 @@ def _start_server(kind: str, repository: Path, port: int, cpu: str) -> subproces
             str(port),
             "--log-level",
             "warning",
+            *extra,
         ]
     process = subprocess.Popen(_pinned(cpu, command), cwd=ROOT)
     deadline = time.monotonic() + 60
@@ -106,7 +110,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def _wrk(url: str, body: Path, connections: int, duration: float, cpu: str) -> dict[str, int]:
+def _wrk(
+    url: str, body: Path | Sequence[str], connections: int, duration: float, cpu: str
+) -> dict[str, int]:
+    """wrk's summary; ``body`` is a file to POST, or arguments for wrk_post.lua."""
     command = _pinned(
         cpu,
         [
@@ -120,7 +127,7 @@ def _wrk(url: str, body: Path, connections: int, duration: float, cpu: str) -> d
             str(HERE / "wrk_post.lua"),
             url,
             "--",
-            str(body),
+            *([str(body)] if isinstance(body, Path) else body),
         ],
     )
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout

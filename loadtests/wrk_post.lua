@@ -1,13 +1,31 @@
 -- wrk script: POST the body in the file named by the first script argument, and print
 -- a JSON summary (requests, errors, latency percentiles in microseconds) at the end.
-local body_file = nil
+--
+-- With "--entities N" instead of a file, each request is a v2 body with one random
+-- entity id out of u0001..uN (input "user_id"), for models with [features].
+local entities = nil
 
 function init(args)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  if args[1] == "--entities" then
+    entities = tonumber(args[2])
+    math.randomseed(os.time())
+    return
+  end
   local handle = assert(io.open(args[1], "rb"))
   wrk.body = handle:read("*a")
   handle:close()
-  wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
+end
+
+function request()
+  if entities == nil then
+    return wrk.request()
+  end
+  local id = string.format("u%04d", math.random(1, entities))
+  local body = '{"inputs":[{"name":"user_id","datatype":"BYTES","shape":[1],"data":["'
+    .. id .. '"]}]}'
+  return wrk.format(nil, nil, nil, body)
 end
 
 function done(summary, latency, requests)

@@ -61,18 +61,26 @@ RunBatch = Callable[[int, Mapping[str, np.ndarray], Sequence[str]], Awaitable[li
 class Ticket:
     """An announced request: while unredeemed, a batch being cut may wait a little for it."""
 
-    __slots__ = ("_queue",)
+    __slots__ = ("_queue", "_home")
 
     def __init__(self, queue: BatchQueue) -> None:
+        self._home = queue
         self._queue: BatchQueue | None = queue
         queue._expected += 1
 
     def release(self) -> None:
-        """The request will not arrive after all (e.g. its body was invalid); idempotent."""
+        """The request will not arrive (soon) after all (e.g. its body was invalid, or it
+        waits for something else first); idempotent."""
         queue = self.detach()
         if queue is not None:
             queue._pump()
             queue._check_drained()
+
+    def renew(self) -> None:
+        """A released request is on its way again (what it waited for has come)."""
+        if self._queue is None:
+            self._queue = self._home
+            self._home._expected += 1
 
     def detach(self) -> BatchQueue | None:
         """Stop counting this request as on its way; the queue it counted in, if any."""

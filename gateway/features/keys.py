@@ -6,14 +6,12 @@ the fields are the model's feature names, the values decimal numbers.
 
 from __future__ import annotations
 
-import re
+import math
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.errors import FeatureDataInvalid
-
-_NUMBER = re.compile(rb"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +47,18 @@ def parse_values(
             numbers.append(None)
             absent.append(field)
             continue
-        data = raw.encode() if isinstance(raw, str) else raw
-        if not _NUMBER.match(data):
-            shown = data[:40].decode("utf-8", "replace")
+        try:
+            number = float(raw)  # float() takes bytes as they come from Redis
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            shown = _as_bytes(raw)[:40].decode("utf-8", "replace")
             raise FeatureDataInvalid(
                 f"feature store: {key} field '{field}' holds {shown!r}, which is not a number"
             )
-        numbers.append(float(data))
+        numbers.append(number)
     return numbers, absent
+
+
+def _as_bytes(raw: bytes | str) -> bytes:
+    return raw.encode() if isinstance(raw, str) else raw

@@ -1,28 +1,21 @@
 """FeatureLookup: one model's features by entity id, batched, cached and fault tolerant.
 
-A request first reads the local cache; for the rest it joins the next fetch.
-Fetches are batched the way inference is: while one fetch is out, the keys
-asked for meanwhile gather (deduplicated) and go together in the next one, so
-the store sees one pipelined round trip per batch of concurrent requests, never
-one per row. A key already being fetched is not asked for twice: its callers
-share the answer.
-
-When the store fails (or its breaker is open), rows are answered from the local
-cache, even expired entries, and otherwise from the defaults; or, with
-``on_redis_error = "error"``, the request gets 503.
+A request first reads the local cache; the keys it misses join the next batched
+fetch (``FetchBatcher``). When the store fails (or its breaker is open), rows are
+answered from the local cache, even expired entries, and otherwise from the
+defaults; or, with ``on_redis_error = "error"``, the request gets 503.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from gateway.errors import FeatureDataInvalid, FeatureStoreUnavailable, InvalidRequest
+from gateway.errors import FeatureStoreUnavailable, InvalidRequest
 from gateway.features.cache import LocalCache
+from gateway.features.fetches import FetchBatcher
 from gateway.features.keys import KeyTemplate
 from gateway.features.store import FeatureStore, StoreUnavailable
 from gateway.features.vectors import (
@@ -30,14 +23,21 @@ from gateway.features.vectors import (
     defaults_vector,
     entity_ids,
     feature_matrix,
-    row_from_store,
     take_overrides,
 )
 from gateway.repository.spec import FeaturesSection
 
-log = logging.getLogger("gateway.features")
-
 _SHOWN_MISSING = 10
+_SOURCES = ("local", "redis", "default")  # gateway_feature_lookups_total's source label
+
+
+class Announcement(Protocol):
+    """The batcher's ticket of a request (gateway.batching.queue.Ticket): a request
+    waiting for the store stops being announced, and is announced again once its
+    features have come, so the requests a fetch answers can meet in one batch."""
+
+    def release(self) -> None: ...
+    def renew(self) -> None: ...
 
 
 class FeatureObserver(Protocol):
@@ -62,16 +62,27 @@ class FeatureLookup:
         self._fields = tuple(config.fields)
         self._defaults = defaults_vector(config.fields, config.defaults)
         self._missing = FeatureRow(self._defaults, found=False)
-        self._timeout_s = config.redis_timeout_ms / 1000
+        self._missing_is_error = config.missing == "error"
         self._cache: LocalCache[FeatureRow] = LocalCache(
             config.local_max_entries, config.local_ttl_ms / 1000, now
         )
         self._observer = observer
-        self._pending: dict[str, asyncio.Future[FeatureRow]] = {}  # for the next fetch
-        self._in_flight: dict[str, asyncio.Future[FeatureRow]] = {}  # in the current one
-        self._fetcher: asyncio.Task[None] | None = None
+        self._fetches = FetchBatcher(
+            model,
+            store,
+            self._fields,
+            self._defaults,
+            config.redis_timeout_ms / 1000,
+            self._cache,
+            observer.fetched if observer is not None else None,
+        )
 
-    async def fill(self, inputs: dict[str, np.ndarray], datatypes: dict[str, str]) -> None:
+    async def fill(
+        self,
+        inputs: dict[str, np.ndarray],
+        datatypes: dict[str, str],
+        ticket: Announcement | None = None,
+    ) -> None:
         """Replace the entity ids (and any field inputs) in ``inputs`` with the model's
         feature input."""
         config = self.config
@@ -85,63 +96,80 @@ class FeatureLookup:
             inputs.pop(config.entity_input),
             datatypes.pop(config.entity_input),
         )
-        overrides = take_overrides(self._fields, config.entity_input, len(ids), inputs, datatypes)
+        overrides = (
+            take_overrides(self._fields, config.entity_input, len(ids), inputs, datatypes)
+            if inputs  # anything besides the ids: perhaps fields
+            else []
+        )
         if len(overrides) == len(self._fields):
             rows = [self._missing] * len(ids)  # the caller sent every field: nothing to look up
         else:
-            rows = await self.rows(ids)
+            rows = await self.rows(ids, ticket)
         inputs[config.input] = feature_matrix(rows, overrides)
         datatypes[config.input] = "FP32"
 
-    async def rows(self, ids: list[str]) -> list[FeatureRow]:
+    async def rows(self, ids: list[str], ticket: Announcement | None = None) -> list[FeatureRow]:
         """Each id's features: from the local cache, else the store, else the defaults."""
         cache = self._cache
-        rows: list[FeatureRow | None] = []
-        misses: dict[str, list[int]] = {}
         key_of = self._template.key
-        for index, entity in enumerate(ids):
-            key = key_of(entity)
+        if len(ids) == 1:  # the common case, without the bookkeeping of the loop below
+            key = key_of(ids[0])
             row = cache.get(key)
-            rows.append(row)
-            if row is None:
-                misses.setdefault(key, []).append(index)
-        local = len(ids) - sum(len(where) for where in misses.values())
-        sources = {"local": local, "redis": 0, "default": 0}
+            found: list[FeatureRow | None] = [row]
+            misses = {} if row is not None else {key: [0]}
+        else:
+            found = []
+            misses = {}
+            for index, entity in enumerate(ids):
+                key = key_of(entity)
+                row = cache.get(key)
+                found.append(row)
+                if row is None:
+                    misses.setdefault(key, []).append(index)
+        counts = [len(ids), 0, 0]  # local, redis, default
         if misses:
-            await self._fill_misses(misses, rows, sources)
-        if self._observer is not None:
-            for source, count in sources.items():
+            await self._fill_misses(misses, found, counts, ticket)
+        observer = self._observer
+        if observer is not None:
+            for source, count in zip(_SOURCES, counts, strict=True):
                 if count:
-                    self._observer.looked_up(source, count)
-        complete: list[FeatureRow] = rows  # type: ignore[assignment]  # every slot is set
-        if self.config.missing == "error":
-            self._check_found(ids, complete)
-        return complete
+                    observer.looked_up(source, count)
+        rows: list[FeatureRow] = found  # type: ignore[assignment]  # every slot is set now
+        if self._missing_is_error:
+            self._check_found(ids, rows)
+        return rows
 
     async def _fill_misses(
         self,
         misses: dict[str, list[int]],
         rows: list[FeatureRow | None],
-        sources: dict[str, int],
+        counts: list[int],
+        ticket: Announcement | None,
     ) -> None:
-        futures = {key: self._future(key) for key in misses}
-        # asyncio.wait, not gather: a caller that gives up must not cancel a fetch that
-        # other callers share
-        await asyncio.wait(futures.values())
-        for key, future in futures.items():
-            error = future.exception()
-            if error is None:
-                row = future.result()
-                source = "redis" if row.found else "default"
-            elif isinstance(error, StoreUnavailable):
-                row, source = self._fallback(key, error)
+        """Fetch what the cache lacked; ``counts``: rows by source (local, redis, default),
+        all counted as local so far."""
+        waiter = self._fetches.ask(misses, len(misses), ticket.renew if ticket else None)
+        if ticket is not None:
+            ticket.release()
+        await waiter.future  # its own future: leaving early cancels nothing shared
+        outcomes = waiter.outcomes
+        for key, where in misses.items():
+            outcome = outcomes[key]
+            if isinstance(outcome, FeatureRow):
+                row, source = outcome, 1 if outcome.found else 2
+            elif isinstance(outcome, StoreUnavailable):
+                row, source = self._fallback(key, outcome)
             else:
-                raise error
-            for index in misses[key]:
+                raise outcome
+            for index in where:
                 rows[index] = row
-            sources[source] += len(misses[key])
+            if source:
+                counts[0] -= len(where)
+                counts[source] += len(where)
 
-    def _fallback(self, key: str, error: StoreUnavailable) -> tuple[FeatureRow, str]:
+    def _fallback(self, key: str, error: StoreUnavailable) -> tuple[FeatureRow, int]:
+        """The row to use while the store is unavailable, and its source (0 local,
+        2 default)."""
         if self.config.on_redis_error == "error":
             raise FeatureStoreUnavailable(
                 f"model '{self.model}' looks its features up in the feature store, which is "
@@ -149,8 +177,8 @@ class FeatureLookup:
             )
         stale = self._cache.get_stale(key)
         if stale is not None:
-            return stale, "local"
-        return self._missing, "default"
+            return stale, 0
+        return self._missing, 2
 
     def _check_found(self, ids: list[str], rows: list[FeatureRow]) -> None:
         missing = [entity for entity, row in zip(ids, rows, strict=True) if not row.found]
@@ -165,69 +193,5 @@ class FeatureLookup:
                 'missing = "error"'
             )
 
-    # -- batching the fetches ------------------------------------------------------
-
-    def _future(self, key: str) -> asyncio.Future[FeatureRow]:
-        future = self._in_flight.get(key) or self._pending.get(key)
-        if future is not None:
-            return future  # someone already asked for it: share that fetch
-        future = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        if self._fetcher is None:
-            # it starts on the next turn of the loop: keys asked for until then join in
-            self._fetcher = asyncio.get_running_loop().create_task(self._fetch_pending())
-        return future
-
-    async def _fetch_pending(self) -> None:
-        try:
-            while self._pending:
-                batch = self._in_flight = self._pending
-                self._pending = {}
-                await self._fetch(batch)
-                self._in_flight = {}
-        finally:
-            # cancelled (shutdown): nobody may be left waiting on a fetch that will not come
-            stopped = StoreUnavailable("the gateway is shutting down")
-            for future in (*self._in_flight.values(), *self._pending.values()):
-                _fail(future, stopped)
-            self._fetcher = None
-            self._in_flight = {}
-            self._pending = {}
-
-    async def _fetch(self, batch: dict[str, asyncio.Future[FeatureRow]]) -> None:
-        keys = list(batch)
-        if self._observer is not None:
-            self._observer.fetched(len(keys))
-        try:
-            replies = await self._store.fetch(keys, self._fields, self._timeout_s)
-        except StoreUnavailable as error:
-            for future in batch.values():
-                _fail(future, error)
-            return
-        except Exception as error:  # a bug or an unexpected client error: fail, do not hang
-            log.exception("feature fetch for model %s failed", self.model)
-            for future in batch.values():
-                _fail(future, StoreUnavailable(f"unexpected error: {error!r}"))
-            return
-        for key, values in zip(keys, replies, strict=True):
-            future = batch[key]
-            try:
-                row = row_from_store(key, self._fields, values, self._defaults)
-            except FeatureDataInvalid as error:
-                _fail(future, error)
-                continue
-            self._cache.put(key, row)
-            if not future.done():
-                future.set_result(row)
-
     async def aclose(self) -> None:
-        fetcher = self._fetcher
-        if fetcher is not None:
-            fetcher.cancel()
-            await asyncio.gather(fetcher, return_exceptions=True)
-
-
-def _fail(future: asyncio.Future[FeatureRow], error: Exception) -> None:
-    if not future.done():
-        future.set_exception(error)
-        future.exception()  # marked as retrieved: its callers may all have gone
+        await self._fetches.aclose()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.errors import InvalidRequest
+from gateway.errors import FeatureDataInvalid, InvalidRequest
 from gateway.features.keys import parse_values
 from gateway.protocol.datatypes import NUMPY_DTYPES
 
@@ -20,14 +20,19 @@ from gateway.protocol.datatypes import NUMPY_DTYPES
 @dataclass(frozen=True, slots=True)
 class FeatureRow:
     """One entity's features in field order, defaults filled in; ``found``: the store had
-    the entity at all."""
+    the entity at all. The vector is read-only: it is cached and shared between requests."""
 
     vector: np.ndarray
     found: bool
 
 
 def defaults_vector(fields: Sequence[str], defaults: Mapping[str, float]) -> np.ndarray:
-    return np.array([defaults.get(f, 0.0) for f in fields], dtype=np.float32)
+    return _read_only(np.array([defaults.get(f, 0.0) for f in fields], dtype=np.float32))
+
+
+def _read_only(vector: np.ndarray) -> np.ndarray:
+    vector.flags.writeable = False
+    return vector
 
 
 def row_from_store(
@@ -37,13 +42,50 @@ def row_from_store(
     numbers, absent = parse_values(key, fields, values)
     if len(absent) == len(fields):
         return FeatureRow(defaults, found=False)
-    if not absent:
-        return FeatureRow(np.array(numbers, dtype=np.float32), found=True)
     vector = defaults.copy()
     for index, number in enumerate(numbers):
         if number is not None:
             vector[index] = number
-    return FeatureRow(vector, found=True)
+    if not np.isfinite(vector).all():  # finite as a double, too large for FP32
+        field = fields[int(np.argmin(np.isfinite(vector)))]
+        raise FeatureDataInvalid(
+            f"feature store: {key} field '{field}' holds a number out of the range of FP32"
+        )
+    return FeatureRow(_read_only(vector), found=True)
+
+
+def rows_from_replies(
+    keys: Sequence[str],
+    fields: Sequence[str],
+    replies: Sequence[Sequence[bytes | str | None]],
+    defaults: np.ndarray,
+) -> list[FeatureRow | FeatureDataInvalid]:
+    """Each key's row, or the error of a value that is not a number.
+
+    Fast path: one numpy conversion of the whole reply, where every field is present
+    and numeric; only the other rows are parsed one value at a time.
+    """
+    try:
+        # absent fields (None) become NaN here, like a stored "nan": both take the slow path
+        table = np.array(replies, dtype=np.float32)
+    except (ValueError, TypeError):
+        table = None
+    complete: list[bool]
+    if table is None or table.shape != (len(keys), len(fields)):
+        complete = [False] * len(keys)
+    else:
+        table.flags.writeable = False
+        complete = np.all(np.isfinite(table), axis=1).tolist()
+    rows: list[FeatureRow | FeatureDataInvalid] = []
+    for index, key in enumerate(keys):
+        if complete[index]:
+            rows.append(FeatureRow(table[index], found=True))  # type: ignore[index]
+            continue
+        try:
+            rows.append(row_from_store(key, fields, replies[index], defaults))
+        except FeatureDataInvalid as error:
+            rows.append(error)
+    return rows
 
 
 def entity_ids(name: str, array: np.ndarray, datatype: str) -> list[str]:
@@ -56,6 +98,13 @@ def entity_ids(name: str, array: np.ndarray, datatype: str) -> list[str]:
             f"input '{name}' must have shape [n] or [n, 1] with n >= 1 entity ids, "
             f"got {list(shape)}"
         )
+    if shape[0] == 1:  # the common case first
+        raw = array.flat[0]
+        if type(raw) is bytes and raw:
+            try:
+                return [raw.decode()]
+            except UnicodeDecodeError:
+                pass  # the loop below says what is wrong
     ids: list[str] = []
     for index, raw in enumerate(array.reshape(-1)):
         try:
@@ -101,7 +150,11 @@ def take_overrides(
 def feature_matrix(
     rows: Sequence[FeatureRow], overrides: Sequence[tuple[int, np.ndarray]]
 ) -> np.ndarray:
-    matrix = np.stack([row.vector for row in rows])
+    """FP32 [len(rows), fields]; a single row without overrides is a view of the cached
+    (read-only) vector, not a copy."""
+    if len(rows) == 1 and not overrides:
+        return rows[0].vector[np.newaxis]
+    matrix = np.array([row.vector for row in rows])
     for column, values in overrides:
         matrix[:, column] = values
     return matrix

@@ -59,7 +59,7 @@ async def _run_v2(
     length = headers.get(_HEADER_LENGTH)
     decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
     target = service.settle(route, decoded.inputs)
-    await service.look_up_features(route, decoded.inputs, decoded.datatypes)
+    await service.look_up_features(route, decoded.inputs, decoded.datatypes, ticket)
     result = await service.infer(target, decoded, ticket, gone)
     service.plan_mirror(route, target, decoded.inputs, result.outputs)
     payload, header_length = v2.encode_response(
