@@ -261,8 +261,8 @@ class FeatureMetrics:
         }
         self.fetched = metrics._track(Spread(metrics.feature_fetch_keys.labels(model))).observe
 
-    def looked_up(self, source: str, rows: int) -> None:
-        self._sources[source].count += rows
+    def counter(self, source: str) -> Tally:
+        return self._sources[source]
 
 
 class Tally:

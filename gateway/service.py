@@ -9,12 +9,13 @@ handlers decode and encode around it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from gateway.batching.queue import Ticket
+from gateway.batching.ticket import Ticket
 from gateway.errors import InvalidRequest
 from gateway.features.lookup import FeatureLookup
 from gateway.protocol.signature import Signature, check_datatype, check_shape
@@ -74,23 +75,25 @@ class InferenceService:
         target = self.registry.resolve_in(served, None, _header(headers, plan.sticky_key))
         return Route(model, target, shadow=shadow, features=features)
 
-    async def look_up_features(
+    def look_up_features(
         self,
         route: Route,
         inputs: dict[str, np.ndarray],
         datatypes: dict[str, str],
         ticket: Ticket | None = None,
-    ) -> None:
-        """Entity ids in, the model's feature input out (a no-op without [features] or
-        when the caller sent the features itself).
+    ) -> Coroutine[Any, Any, None] | None:
+        """Entity ids in, the model's feature input out; a no-op without [features] or
+        when the caller sent the features itself. None when done at once (every row in
+        the local cache), else the rest to await.
 
         A request that waits for the feature store is not announced to the batcher
         meanwhile (batches are not held for a fetch of unknown length), and is announced
         again when its features have come (see FeatureLookup).
         """
         features = route.features
-        if features is not None and features.entity_input in inputs:
-            await features.fill(inputs, datatypes, ticket)
+        if features is None or features.entity_input not in inputs:
+            return None
+        return features.start_fill(inputs, datatypes, ticket)
 
     def plan_mirror(
         self,

@@ -51,44 +51,12 @@ from gateway.batching.request import (
     hung_up,
     total_rows,
 )
+from gateway.batching.ticket import Ticket
 from gateway.errors import DeadlineExceeded, ModelNotReady, QueueFull
 
 # (instance, inputs, output names) -> outputs in the order of the names: a coroutine, or
 # a future such as loop.run_in_executor(...) returns
 RunBatch = Callable[[int, Mapping[str, np.ndarray], Sequence[str]], Awaitable[list[np.ndarray]]]
-
-
-class Ticket:
-    """An announced request: while unredeemed, a batch being cut may wait a little for it."""
-
-    __slots__ = ("_queue", "_home")
-
-    def __init__(self, queue: BatchQueue) -> None:
-        self._home = queue
-        self._queue: BatchQueue | None = queue
-        queue._expected += 1
-
-    def release(self) -> None:
-        """The request will not arrive (soon) after all (e.g. its body was invalid, or it
-        waits for something else first); idempotent."""
-        queue = self.detach()
-        if queue is not None:
-            queue._pump()
-            queue._check_drained()
-
-    def renew(self) -> None:
-        """A released request is on its way again (what it waited for has come)."""
-        if self._queue is None:
-            self._queue = self._home
-            self._home._expected += 1
-
-    def detach(self) -> BatchQueue | None:
-        """Stop counting this request as on its way; the queue it counted in, if any."""
-        queue = self._queue
-        if queue is not None:
-            self._queue = None
-            queue._expected -= 1
-        return queue
 
 
 class BatchQueue:
@@ -111,12 +79,14 @@ class BatchQueue:
         self._name = name
         self._pending: deque[QueuedRequest] = deque()
         self._waiting = 0  # live requests in _pending
+        self._waiting_rows = 0  # and their rows
         self._free = list(range(instances))  # instances not running a batch
         self._instances = instances
         self._runs: set[asyncio.Future[list[np.ndarray]]] = set()  # strong references
         self._expected = 0
         self._hold: Timer | None = None  # wakes _pump when a wait for arrivals runs out
         self._held_head: QueuedRequest | None = None
+        self._hold_until = 0.0
         self._drained: asyncio.Event | None = None
         self._closing = False
         self._observer.track_depth(lambda: self._waiting)
@@ -132,6 +102,14 @@ class BatchQueue:
 
     def expect(self) -> Ticket:
         return Ticket(self)
+
+    def announce(self, count: int, wake: bool = True) -> None:
+        """``count`` more (or, negative, fewer) requests are on their way (see Ticket);
+        ``wake``: a batch held for them may go now."""
+        self._expected += count
+        if count < 0 and wake:
+            self._pump()
+            self._check_drained()
 
     async def submit(
         self,
@@ -160,7 +138,7 @@ class BatchQueue:
         names = tuple(outputs)
         rows, key = batch_key(inputs, names, policy.batching)
         if ticket is not None:
-            ticket.detach()
+            ticket.redeem()
         if self._free and not self._waiting and not self._expected:
             # an idle instance and nothing to wait for: this request is the batch, run
             # straight from here (no queue entry, no extra turn of the event loop)
@@ -174,6 +152,7 @@ class BatchQueue:
             )
         self._pending.append(request)
         self._waiting += 1
+        self._waiting_rows += rows
         self._pump()
         try:
             return await future
@@ -209,12 +188,14 @@ class BatchQueue:
 
     def _cut(self) -> tuple[list[QueuedRequest], str]:
         policy = self._policy
+        if self._still_holding():
+            return [], ""
         batch = self._take(policy.max_batch_size)
         rows = total_rows(batch)
         if not batch or not policy.batching or rows >= policy.max_batch_size:
-            return batch, "full"
+            return self._ending_hold(batch), "full"
         if rows in policy.preferred_batch_sizes:
-            return batch, "preferred"
+            return self._ending_hold(batch), "preferred"
         assert self._clock is not None
         held = self._held_head is batch[0]
         until = batch[0].queued_at + policy.max_delay_s
@@ -223,6 +204,7 @@ class BatchQueue:
             self._put_back(batch)
             if not held:
                 self._held_head = batch[0]
+                self._hold_until = until
                 self._hold = self._clock.call_at(until, self._pump)
             return [], ""
         self._release_hold()
@@ -263,6 +245,24 @@ class BatchQueue:
             return "full"
         return "preferred" if rows in policy.preferred_batch_sizes else "idle"
 
+    def _ending_hold(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
+        if batch and batch[0] is self._held_head:
+            self._release_hold()  # the held batch goes: its timer must not hold the next
+        return batch
+
+    def _still_holding(self) -> bool:
+        """Whether nothing that could end the hold of a batch has happened: re-cutting it
+        would take and put back the same requests, per arrival (quadratic)."""
+        assert self._clock is not None
+        return (
+            self._hold is not None
+            and bool(self._expected)
+            and not self._closing
+            and not self._policy.preferred_batch_sizes
+            and self._waiting_rows < self._policy.max_batch_size
+            and self._clock.now() < self._hold_until
+        )
+
     def _release_hold(self) -> None:
         if self._hold is not None:
             self._hold.cancel()
@@ -298,6 +298,7 @@ class BatchQueue:
         if skipped:
             pending.extendleft(reversed(skipped))
         self._waiting -= len(taken)
+        self._waiting_rows -= rows
         return taken
 
     def _put_back(self, requests: list[QueuedRequest]) -> None:
@@ -305,6 +306,7 @@ class BatchQueue:
         for request in requests:
             request.state = State.QUEUED
         self._waiting += len(requests)
+        self._waiting_rows += total_rows(requests)
         self._pending.extendleft(reversed(requests))
 
     def _trim_to_preferred(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
@@ -374,6 +376,7 @@ class BatchQueue:
         """Forget a request that has not started; a queued one leaves the queue lazily."""
         if request.state is State.QUEUED:
             self._waiting -= 1
+            self._waiting_rows -= request.rows
         elif request.state is not State.CLAIMED:
             return
         request.state = State.GONE

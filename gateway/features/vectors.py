@@ -8,7 +8,7 @@ of the same rows; those columns win over the store.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,10 +17,10 @@ from gateway.features.keys import parse_values
 from gateway.protocol.datatypes import NUMPY_DTYPES
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureRow:
+class FeatureRow(NamedTuple):
     """One entity's features in field order, defaults filled in; ``found``: the store had
-    the entity at all. The vector is read-only: it is cached and shared between requests."""
+    the entity at all. The vector is read-only: it is cached and shared between requests.
+    (A NamedTuple: made for every fetched row, and cheaper to make than a dataclass.)"""
 
     vector: np.ndarray
     found: bool

@@ -22,7 +22,7 @@ from time import perf_counter
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.batching.queue import Ticket
+from gateway.batching.ticket import Ticket
 from gateway.errors import ClientGone, GatewayError, QueueFull
 from gateway.http.body import read_body
 from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, disconnect_probe
@@ -59,7 +59,10 @@ async def _run_v2(
     length = headers.get(_HEADER_LENGTH)
     decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
     target = service.settle(route, decoded.inputs)
-    await service.look_up_features(route, decoded.inputs, decoded.datatypes, ticket)
+    if route.features is not None:
+        lookup = service.look_up_features(route, decoded.inputs, decoded.datatypes, ticket)
+        if lookup is not None:  # some rows are not in the local cache
+            await lookup
     result = await service.infer(target, decoded, ticket, gone)
     service.plan_mirror(route, target, decoded.inputs, result.outputs)
     payload, header_length = v2.encode_response(

@@ -12,7 +12,8 @@ import numpy as np
 
 from gateway.batching.observer import BatchObserver
 from gateway.batching.policy import BatchPolicy
-from gateway.batching.queue import BatchQueue, Ticket
+from gateway.batching.queue import BatchQueue
+from gateway.batching.ticket import Ticket
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig

@@ -301,6 +301,60 @@ def test_a_released_ticket_stops_the_wait() -> None:
     run(scenario())
 
 
+def test_a_renewed_ticket_is_waited_for_again() -> None:
+    async def scenario() -> None:
+        model, clock, recorder = FakeModel(), FakeClock(), Recorder()
+        queue = make(model, clock, recorder, max_delay_s=0.002)
+        busy = asyncio.ensure_future(queue.submit(rows(0), ["y"]))  # the instance is busy
+        await settle()
+        tickets = [queue.expect() for _ in range(3)]
+        for ticket in tickets:
+            ticket.release()  # e.g. waiting for features from a store
+        first = asyncio.ensure_future(queue.submit(rows(1), ["y"]))
+        for ticket in tickets:
+            ticket.renew()  # the features came: about to arrive
+            ticket.renew()  # idempotent
+        model.release_first()
+        await busy
+        await settle()
+        assert len(model.batches) == 1  # held for the three renewed requests
+        others = [
+            asyncio.ensure_future(queue.submit(rows(n), ["y"], ticket=t))
+            for n, t in zip((2, 3, 4), tickets, strict=True)
+        ]
+        await settle()
+        model.release()
+        await asyncio.gather(first, *others)
+        assert [b[:, 0].tolist() for b in model.batches] == [[0], [1, 2, 3, 4]]
+        assert recorder.reasons[-1] == (4, "idle")
+        await queue.aclose()
+
+    run(scenario())
+
+
+def test_a_held_batch_still_goes_when_full_or_late() -> None:
+    async def scenario() -> None:
+        model, clock, recorder = FakeModel(gated=False), FakeClock(), Recorder()
+        queue = make(model, clock, recorder, max_delay_s=0.002, max_batch_size=3)
+        ticket = queue.expect()
+        held = [asyncio.ensure_future(queue.submit(rows(n), ["y"])) for n in (1, 2)]
+        await settle()
+        assert model.batches == []
+        held.append(asyncio.ensure_future(queue.submit(rows(3), ["y"])))  # full now
+        await settle()
+        assert [b[:, 0].tolist() for b in model.batches] == [[1, 2, 3]]
+        late = asyncio.ensure_future(queue.submit(rows(4), ["y"]))
+        await settle()
+        assert len(model.batches) == 1
+        await clock.advance(0.0025)
+        await asyncio.gather(*held, late)
+        assert recorder.reasons == [(3, "full"), (1, "delay")]
+        ticket.release()
+        await queue.aclose()
+
+    run(scenario())
+
+
 def test_expired_requests_are_answered_and_never_run() -> None:
     async def scenario() -> None:
         model, clock, recorder = FakeModel(), FakeClock(), Recorder()

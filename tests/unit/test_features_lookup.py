@@ -159,13 +159,21 @@ class Clock:
         return self.t
 
 
+class Counter:
+    count = 0
+
+
 class Counts:
     def __init__(self) -> None:
-        self.sources: dict[str, int] = {}
+        self.counters: dict[str, Counter] = {}
         self.fetched_keys: list[int] = []
 
-    def looked_up(self, source: str, rows: int) -> None:
-        self.sources[source] = self.sources.get(source, 0) + rows
+    @property
+    def sources(self) -> dict[str, int]:
+        return {source: c.count for source, c in self.counters.items() if c.count}
+
+    def counter(self, source: str) -> Counter:
+        return self.counters.setdefault(source, Counter())
 
     def fetched(self, keys: int) -> None:
         self.fetched_keys.append(keys)

@@ -1,0 +1,40 @@
+"""Ticket: a request announced to its batcher before its body is read and decoded."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Announced(Protocol):
+    def announce(self, count: int, wake: bool = True) -> None: ...
+
+
+class Ticket:
+    """An announced request: while unredeemed, a batch being cut may wait a little for it."""
+
+    __slots__ = ("_queue", "_home")
+
+    def __init__(self, queue: Announced) -> None:
+        self._home = queue
+        self._queue: Announced | None = queue
+        queue.announce(1)
+
+    def release(self) -> None:
+        """The request will not arrive (soon) after all (e.g. its body was invalid, or it
+        waits for something else first); idempotent."""
+        if self._queue is not None:
+            self._queue = None
+            self._home.announce(-1)
+
+    def renew(self) -> None:
+        """A released request is on its way again (what it waited for has come)."""
+        if self._queue is None:
+            self._queue = self._home
+            self._home.announce(1)
+
+    def redeem(self) -> None:
+        """The request has arrived: it no longer counts as on its way (no pump: the
+        arrival itself pumps)."""
+        if self._queue is not None:
+            self._queue = None
+            self._home.announce(-1, wake=False)
