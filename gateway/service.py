@@ -9,15 +9,14 @@ handlers decode and encode around it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from gateway.batching.ticket import Ticket
 from gateway.errors import InvalidRequest
-from gateway.features.lookup import FeatureLookup
+from gateway.features.lookup import FeatureLookup, PendingRows
 from gateway.protocol.signature import Signature, check_datatype, check_shape
 from gateway.protocol.v2 import InferRequest, RequestedOutput
 from gateway.repository.registry import ModelRegistry, ServedModel
@@ -81,10 +80,11 @@ class InferenceService:
         inputs: dict[str, np.ndarray],
         datatypes: dict[str, str],
         ticket: Ticket | None = None,
-    ) -> Coroutine[Any, Any, None] | None:
+    ) -> PendingRows | None:
         """Entity ids in, the model's feature input out; a no-op without [features] or
-        when the caller sent the features itself. None when done at once (every row in
-        the local cache), else the rest to await.
+        when the caller sent the features itself. None when done at once (no row needs
+        the store), else the rows still to come: await their ``future``, then
+        ``finish()``.
 
         A request that waits for the feature store is not announced to the batcher
         meanwhile (batches are not held for a fetch of unknown length), and is announced

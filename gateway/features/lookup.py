@@ -8,14 +8,14 @@ defaults; or, with ``on_redis_error = "error"``, the request gets 503.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
 from gateway.errors import FeatureStoreUnavailable, InvalidRequest
 from gateway.features.cache import LocalCache
-from gateway.features.fetches import FetchBatcher
+from gateway.features.fetches import FetchBatcher, Waiter
 from gateway.features.keys import KeyTemplate
 from gateway.features.store import FeatureStore, StoreUnavailable
 from gateway.features.vectors import (
@@ -97,18 +97,20 @@ class FeatureLookup:
     ) -> None:
         """Replace the entity ids (and any field inputs) in ``inputs`` with the model's
         feature input."""
-        rest = self.start_fill(inputs, datatypes, ticket)
-        if rest is not None:
-            await rest
+        pending = self.start_fill(inputs, datatypes, ticket)
+        if pending is not None:
+            await pending.future
+            pending.finish()
 
     def start_fill(
         self,
         inputs: dict[str, np.ndarray],
         datatypes: dict[str, str],
         ticket: Announcement | None = None,
-    ) -> Coroutine[Any, Any, None] | None:
-        """``fill``, done at once where the local cache has every row (then None: on the
-        hot path a request then costs no coroutine here); else what is left to await."""
+    ) -> PendingRows | None:
+        """``fill`` without the waiting: done at once (None) where no row needs the store;
+        else await the returned ``future``, then call its ``finish()``. (One await in the
+        caller, instead of a chain of coroutines resumed per request.)"""
         config = self.config
         if config.input in inputs:
             raise InvalidRequest(
@@ -125,88 +127,56 @@ class FeatureLookup:
             if inputs  # anything besides the ids: perhaps fields
             else []
         )
-        if len(ids) == 1 and not overrides:
-            # the hot path: one id, found in the local cache
-            row = self._cache.get(self._template.key(ids[0]))
-            if row is not None and (row.found or not self._missing_is_error):
-                self._counters[0].count += 1
-                inputs[config.input] = row.vector[np.newaxis]
-                datatypes[config.input] = "FP32"
-                return None
         if len(overrides) == len(self._fields):
             # the caller sent every field: nothing to look up
-            inputs[config.input] = feature_matrix([self._missing] * len(ids), overrides)
-            datatypes[config.input] = "FP32"
-            return None
-        return self._fill_rows(ids, overrides, inputs, datatypes, ticket)
+            complete = [self._missing] * len(ids)
+        else:
+            rows, misses = self._from_cache(ids)
+            if misses:
+                waiter = self._fetches.ask(misses, len(misses), ticket.renew if ticket else None)
+                if ticket is not None:
+                    ticket.release()
+                return PendingRows(self, ids, rows, misses, waiter, overrides, inputs, datatypes)
+            complete = self._all_local(ids, rows)
+        inputs[config.input] = feature_matrix(complete, overrides)
+        datatypes[config.input] = "FP32"
+        return None
 
-    async def _fill_rows(
-        self,
-        ids: list[str],
-        overrides: list[tuple[int, np.ndarray]],
-        inputs: dict[str, np.ndarray],
-        datatypes: dict[str, str],
-        ticket: Announcement | None,
-    ) -> None:
-        rows = await self.rows(ids, ticket)
-        inputs[self.config.input] = feature_matrix(rows, overrides)
-        datatypes[self.config.input] = "FP32"
-
-    async def rows(self, ids: list[str], ticket: Announcement | None = None) -> list[FeatureRow]:
+    async def rows(self, ids: list[str]) -> list[FeatureRow]:
         """Each id's features: from the local cache, else the store, else the defaults."""
+        rows, misses = self._from_cache(ids)
+        if not misses:
+            return self._all_local(ids, rows)
+        waiter = self._fetches.ask(misses, len(misses))
+        pending = PendingRows(self, ids, rows, misses, waiter, [], {}, {})
+        await pending.future
+        return pending.complete()
+
+    def _all_local(self, ids: list[str], rows: list[FeatureRow | None]) -> list[FeatureRow]:
+        """Rows that needed no fetch (local cache, or the caller's own fields)."""
+        self._counters[0].count += len(ids)
+        complete: list[FeatureRow] = rows  # type: ignore[assignment]  # every slot is set
+        if self._missing_is_error:
+            self._check_found(ids, complete)
+        return complete
+
+    def _from_cache(self, ids: list[str]) -> tuple[list[FeatureRow | None], dict[str, list[int]]]:
+        """The cached rows (None where missing) and the missing keys with their rows."""
         cache = self._cache
         key_of = self._template.key
         if len(ids) == 1:  # the common case, without the bookkeeping of the loop below
             key = key_of(ids[0])
             row = cache.get(key)
-            found: list[FeatureRow | None] = [row]
-            misses = {} if row is not None else {key: [0]}
-        else:
-            found = []
-            misses = {}
-            for index, entity in enumerate(ids):
-                key = key_of(entity)
-                row = cache.get(key)
-                found.append(row)
-                if row is None:
-                    misses.setdefault(key, []).append(index)
-        counts = [len(ids), 0, 0]  # local, redis, default
-        if misses:
-            await self._fill_misses(misses, found, counts, ticket)
-        for counter, count in zip(self._counters, counts, strict=True):
-            counter.count += count
-        rows: list[FeatureRow] = found  # type: ignore[assignment]  # every slot is set now
-        if self._missing_is_error:
-            self._check_found(ids, rows)
-        return rows
-
-    async def _fill_misses(
-        self,
-        misses: dict[str, list[int]],
-        rows: list[FeatureRow | None],
-        counts: list[int],
-        ticket: Announcement | None,
-    ) -> None:
-        """Fetch what the cache lacked; ``counts``: rows by source (local, redis, default),
-        all counted as local so far."""
-        waiter = self._fetches.ask(misses, len(misses), ticket.renew if ticket else None)
-        if ticket is not None:
-            ticket.release()
-        await waiter.future  # its own future: leaving early cancels nothing shared
-        outcomes = waiter.outcomes
-        for key, where in misses.items():
-            outcome = outcomes[key]
-            if isinstance(outcome, FeatureRow):
-                row, source = outcome, 1 if outcome.found else 2
-            elif isinstance(outcome, StoreUnavailable):
-                row, source = self._fallback(key, outcome)
-            else:
-                raise outcome
-            for index in where:
-                rows[index] = row
-            if source:
-                counts[0] -= len(where)
-                counts[source] += len(where)
+            return [row], ({} if row is not None else {key: [0]})
+        found: list[FeatureRow | None] = []
+        misses: dict[str, list[int]] = {}
+        for index, entity in enumerate(ids):
+            key = key_of(entity)
+            row = cache.get(key)
+            found.append(row)
+            if row is None:
+                misses.setdefault(key, []).append(index)
+        return found, misses
 
     def _fallback(self, key: str, error: StoreUnavailable) -> tuple[FeatureRow, int]:
         """The row to use while the store is unavailable, and its source (0 local,
@@ -236,3 +206,73 @@ class FeatureLookup:
 
     async def aclose(self) -> None:
         await self._fetches.aclose()
+
+
+class PendingRows:
+    """One request's rows that wait for the store: ``future`` is done when they have come
+    (or failed), then ``finish()`` puts the feature input into the request's inputs."""
+
+    __slots__ = (
+        "_lookup",
+        "_ids",
+        "_rows",
+        "_misses",
+        "_waiter",
+        "_overrides",
+        "_inputs",
+        "_datatypes",
+        "future",
+    )
+
+    def __init__(
+        self,
+        lookup: FeatureLookup,
+        ids: list[str],
+        rows: list[FeatureRow | None],
+        misses: dict[str, list[int]],
+        waiter: Waiter,
+        overrides: list[tuple[int, np.ndarray]],
+        inputs: dict[str, np.ndarray],
+        datatypes: dict[str, str],
+    ) -> None:
+        self._lookup = lookup
+        self._ids = ids
+        self._rows = rows
+        self._misses = misses
+        self._waiter = waiter
+        self._overrides = overrides
+        self._inputs = inputs
+        self._datatypes = datatypes
+        self.future = waiter.future  # its own future: leaving early cancels nothing shared
+
+    def finish(self) -> None:
+        rows = self.complete()
+        name = self._lookup.config.input
+        self._inputs[name] = feature_matrix(rows, self._overrides)
+        self._datatypes[name] = "FP32"
+
+    def complete(self) -> list[FeatureRow]:
+        """Every row, the fetched ones included; raises what the caller is to be told."""
+        lookup = self._lookup
+        rows = self._rows
+        counts = [len(rows), 0, 0]  # local, redis, default; fetched ones moved below
+        outcomes = self._waiter.outcomes
+        for key, where in self._misses.items():
+            outcome = outcomes[key]
+            if isinstance(outcome, FeatureRow):
+                row, source = outcome, 1 if outcome.found else 2
+            elif isinstance(outcome, StoreUnavailable):
+                row, source = lookup._fallback(key, outcome)
+            else:
+                raise outcome
+            for index in where:
+                rows[index] = row
+            if source:
+                counts[0] -= len(where)
+                counts[source] += len(where)
+        for counter, count in zip(lookup._counters, counts, strict=True):
+            counter.count += count
+        complete: list[FeatureRow] = rows  # type: ignore[assignment]  # every slot is set
+        if lookup._missing_is_error:
+            lookup._check_found(self._ids, complete)
+        return complete

@@ -60,9 +60,10 @@ async def _run_v2(
     decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
     target = service.settle(route, decoded.inputs)
     if route.features is not None:
-        lookup = service.look_up_features(route, decoded.inputs, decoded.datatypes, ticket)
-        if lookup is not None:  # some rows are not in the local cache
-            await lookup
+        pending = service.look_up_features(route, decoded.inputs, decoded.datatypes, ticket)
+        if pending is not None:  # some rows wait for the feature store
+            await pending.future
+            pending.finish()
     result = await service.infer(target, decoded, ticket, gone)
     service.plan_mirror(route, target, decoded.inputs, result.outputs)
     payload, header_length = v2.encode_response(
