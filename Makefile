@@ -22,7 +22,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 serve: $(VENV)/.installed
-	$(BIN)/gateway serve --model-repository models --host 127.0.0.1 --port $(PORT)
+	$(BIN)/gateway serve --model-repository models --host 127.0.0.1 --port $(PORT) \
+	  --features-file models/fraud/entities.csv
 
 # the tests start their own redis-server on free ports; install it where it is missing
 redis-server:
