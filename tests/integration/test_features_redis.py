@@ -65,6 +65,21 @@ def build_features_repository(root: Path) -> Path:
     for name, overrides in VARIANTS.items():
         shutil.copytree(EXAMPLES / "fraud" / "1", root / name / "1")
         onnx_models.write_config(root, name, features_toml(**overrides))
+    # two versions, users split between them and each user kept on one (sticky by id)
+    for version in (1, 2):
+        shutil.copytree(EXAMPLES / "fraud" / "1", root / "fraud_ab" / str(version))
+    onnx_models.write_config(
+        root,
+        "fraud_ab",
+        '[model]\nversions = "all"\n[routing]\nweights = { "1" = 1, "2" = 1 }\n'
+        'sticky_key = "user_id"\n'
+        + features_toml().replace("[runtime]\nintra_op_threads = 1\n", ""),
+    )
+    # [features] that do not fit the model's input (5 fields for FP32 [-1, 6])
+    shutil.copytree(EXAMPLES / "fraud" / "1", root / "fraud_misfit" / "1")
+    onnx_models.write_config(
+        root, "fraud_misfit", features_toml().replace(', "chargebacks_90d"]', "]")
+    )
     return root
 
 
@@ -402,3 +417,70 @@ def test_without_redis_a_features_file_serves(
         stop_gateway(running)
     want = expected(session, [TABLE["u0003"], TABLE["u0300"], DEFAULTS])
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_sticky_routing_by_entity_id(
+    features_gateway: RunningGateway, redis_up: RedisServer
+) -> None:
+    versions: dict[str, set[str]] = {}
+    for user in [f"u{n:04d}" for n in range(1, 41)] * 3:
+        response = infer(features_gateway.url, "fraud_ab", [user])
+        assert response.status_code == 200, response.text
+        versions.setdefault(user, set()).add(response.headers["x-model-version"])
+    assert all(len(seen) == 1 for seen in versions.values())  # each user stays put
+    assert {v for seen in versions.values() for v in seen} == {"1", "2"}  # users are split
+
+
+def test_features_that_do_not_fit_the_model_keep_it_from_loading(
+    features_gateway: RunningGateway,
+) -> None:
+    response = httpx.post(
+        f"{features_gateway.url}/v2/models/fraud_misfit/infer",
+        json={"inputs": [{"name": "user_id", "datatype": "BYTES", "shape": [1], "data": ["u1"]}]},
+    )
+    assert response.status_code == 503
+    assert (
+        "[features] input 'features' must be FP32 [-1, 5] to take the 5 fields, "
+        "but the model has FP32 [-1, 6]"
+    ) in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (
+            [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [1]}],
+            "input 'user_id' carries entity ids and must be BYTES, got INT64",
+        ),
+        (
+            [{"name": "user_id", "datatype": "BYTES", "shape": [1, 2], "data": ["a", "b"]}],
+            "input 'user_id' must have shape [n] or [n, 1] with n >= 1 entity ids, got [1, 2]",
+        ),
+        (
+            [
+                {"name": "user_id", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]},
+                {"name": "balance", "datatype": "FP32", "shape": [3], "data": [1, 2, 3]},
+            ],
+            "input 'balance' overrides a feature: expected shape [2] or [2, 1] (one value per "
+            "id in 'user_id'), got [3]",
+        ),
+        (
+            [
+                {"name": "user_id", "datatype": "BYTES", "shape": [1], "data": ["a"]},
+                {"name": "features", "datatype": "FP32", "shape": [1, 6], "data": [0] * 6},
+            ],
+            "send either 'user_id' (entity ids, features looked up) or 'features' (the "
+            "features themselves), not both",
+        ),
+        (
+            [{"name": "balance", "datatype": "FP32", "shape": [1], "data": [1]}],
+            "unknown input 'balance'; the model's inputs are 'features'",
+        ),
+    ],
+)
+def test_bad_feature_requests_are_400(
+    features_gateway: RunningGateway, inputs: list[dict[str, object]], message: str
+) -> None:
+    response = httpx.post(f"{features_gateway.url}/v2/models/fraud/infer", json={"inputs": inputs})
+    assert response.status_code == 400
+    assert response.json()["error"] == message

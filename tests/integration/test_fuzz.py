@@ -36,7 +36,9 @@ json_values = st.recursive(
     ),
     max_leaves=30,
 )
-names = st.sampled_from(["pixels", "a", "b", "in_FP16", "in_BYTES", "x", ""]) | st.text(max_size=5)
+names = st.sampled_from(
+    ["pixels", "a", "b", "in_FP16", "in_BYTES", "x", "", "user_id", "features", "balance"]
+) | st.text(max_size=5)
 shapes = st.lists(st.integers(min_value=-2, max_value=70), max_size=4) | json_values
 tensor = st.fixed_dictionaries(
     {
@@ -78,6 +80,7 @@ v2_paths = st.sampled_from(
         "/v2/models/fixed/infer",
         "/v2/models/lookup/infer",
         "/v2/models/digits/versions/1/infer",
+        "/v2/models/fraud/infer",
     ]
 )
 v1_paths = st.sampled_from(
@@ -102,6 +105,30 @@ def nearly_valid_types_requests(draw: st.DrawFn) -> dict:
         inputs.append(
             {"name": f"in_{datatype}", "shape": [rows, 3], "datatype": declared, "data": data}
         )
+    return {"inputs": inputs}
+
+
+@st.composite
+def nearly_valid_feature_requests(draw: st.DrawFn) -> dict:
+    """Entity ids (and perhaps feature fields) for the fraud model, with drawn datatypes,
+    shapes and values."""
+    rows = draw(st.integers(min_value=0, max_value=3))
+    shape = draw(st.sampled_from([[rows], [rows, 1], [1, rows], [rows, 2]]))
+    count = 1
+    for size in shape:
+        count *= size
+    ids = {
+        "name": "user_id",
+        "shape": shape,
+        "datatype": draw(st.sampled_from(["BYTES", "BYTES", "FP32", "INT64"])),
+        "data": draw(st.lists(st.text(max_size=6) | scalars, min_size=count, max_size=count)),
+    }
+    inputs = [ids]
+    for field in draw(st.lists(st.sampled_from(["age", "balance", "features"]), unique=True)):
+        size = draw(st.sampled_from([rows, rows + 1]))
+        data = draw(st.lists(st.floats(allow_nan=False, width=32), min_size=size, max_size=size))
+        datatype = draw(st.sampled_from(["FP32", "FP64", "INT8", "BYTES"]))
+        inputs.append({"name": field, "shape": [size], "datatype": datatype, "data": data})
     return {"inputs": inputs}
 
 
@@ -162,3 +189,9 @@ def test_nearly_valid_tensors(http: httpx.Client, document: dict) -> None:
 def test_still_serving_after_the_fuzzing(http: httpx.Client) -> None:
     response = http.post("/v1/models/digits:predict", json={"instances": [[0] * 64]})
     assert response.status_code == 200
+
+
+@FUZZ
+@given(document=nearly_valid_feature_requests())
+def test_v2_feature_requests(http: httpx.Client, document: dict) -> None:
+    _check(http.post("/v2/models/fraud/infer", content=json.dumps(document).encode()))
