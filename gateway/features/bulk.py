@@ -19,8 +19,8 @@ from typing import Any, TextIO
 
 from redis.exceptions import RedisError
 
+from gateway.features.redis_store import connect, redacted
 from gateway.features.rows import check_numbers, read_rows
-from gateway.features.store import connect, redacted
 
 _SHOWN_BAD_ROWS = 20
 

@@ -20,7 +20,7 @@ import numpy as np
 from gateway.errors import FeatureDataInvalid
 from gateway.features.cache import LocalCache
 from gateway.features.store import FeatureStore, StoreUnavailable
-from gateway.features.vectors import FeatureRow, rows_from_replies
+from gateway.features.vectors import FeatureRow
 
 log = logging.getLogger("gateway.features")
 
@@ -121,13 +121,14 @@ class FetchBatcher:
         if self._fetched is not None:
             self._fetched(len(keys))
         try:
-            replies = await self._store.fetch(keys, self._fields, self._timeout_s)
+            outcomes = await self._store.fetch_rows(
+                keys, self._fields, self._defaults, self._timeout_s
+            )
         except StoreUnavailable as error:
             return [error] * len(keys)
         except Exception as error:  # a bug or an unexpected client error: fail, do not hang
             log.exception("feature fetch for model %s failed", self._model)
             return [StoreUnavailable(f"unexpected error: {error!r}")] * len(keys)
-        outcomes = rows_from_replies(keys, self._fields, replies, self._defaults)
         cache = self._cache
         for key, outcome in zip(keys, outcomes, strict=True):
             if isinstance(outcome, FeatureRow):

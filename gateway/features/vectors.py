@@ -16,6 +16,8 @@ from gateway.errors import FeatureDataInvalid, InvalidRequest
 from gateway.features.keys import parse_values
 from gateway.protocol.datatypes import NUMPY_DTYPES
 
+_FP32_MAX = float(np.finfo(np.float32).max)
+
 
 class FeatureRow(NamedTuple):
     """One entity's features in field order, defaults filled in; ``found``: the store had
@@ -44,13 +46,14 @@ def row_from_store(
         return FeatureRow(defaults, found=False)
     vector = defaults.copy()
     for index, number in enumerate(numbers):
-        if number is not None:
-            vector[index] = number
-    if not np.isfinite(vector).all():  # finite as a double, too large for FP32
-        field = fields[int(np.argmin(np.isfinite(vector)))]
-        raise FeatureDataInvalid(
-            f"feature store: {key} field '{field}' holds a number out of the range of FP32"
-        )
+        if number is None:
+            continue
+        if abs(number) > _FP32_MAX:  # finite as a double, too large for FP32
+            raise FeatureDataInvalid(
+                f"feature store: {key} field '{fields[index]}' holds a number out of the "
+                "range of FP32"
+            )
+        vector[index] = number
     return FeatureRow(_read_only(vector), found=True)
 
 
@@ -66,8 +69,10 @@ def rows_from_replies(
     and numeric; only the other rows are parsed one value at a time.
     """
     try:
-        # absent fields (None) become NaN here, like a stored "nan": both take the slow path
-        table = np.array(replies, dtype=np.float32)
+        # absent fields (None) become NaN here, like a stored "nan", and numbers too large
+        # for FP32 infinity: all of them take the slow path
+        with np.errstate(over="ignore", invalid="ignore"):
+            table = np.array(replies, dtype=np.float32)
     except (ValueError, TypeError):
         table = None
     complete: list[bool]

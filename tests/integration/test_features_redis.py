@@ -484,3 +484,59 @@ def test_bad_feature_requests_are_400(
     response = httpx.post(f"{features_gateway.url}/v2/models/fraud/infer", json={"inputs": inputs})
     assert response.status_code == 400
     assert response.json()["error"] == message
+
+
+STORED = {
+    "user:plain": {"age": "42", "balance": "1234.5"},
+    "user:spaces": {"age": " 7 ", "balance": "-0"},
+    "user:exponent": {"age": "1e3", "balance": "-2.5E-3"},
+    "user:partial": {"balance": "9"},
+    "user:nan": {"age": "nan", "balance": "1"},
+    "user:inf": {"age": "1", "balance": "-inf"},
+    "user:huge": {"age": "1e300", "balance": "1"},
+    "user:text": {"age": "forty", "balance": "1"},
+}
+
+
+def test_redis_and_memory_stores_read_values_alike(redis_up: RedisServer) -> None:
+    from gateway.features.redis_store import RedisStore
+    from gateway.features.store import MemoryStore
+
+    client = redis_up.client()
+    memory = MemoryStore()
+    for key, mapping in STORED.items():
+        client.hset(key, mapping=mapping)
+        memory.put(key, mapping)
+    keys = [*STORED, "user:absent"]
+    fields = ["age", "balance"]
+    defaults = np.array([35, -1], dtype=np.float32)
+
+    async def both() -> tuple[list[object], list[object]]:
+        store = RedisStore.from_url(redis_up.url, time.monotonic)
+        try:
+            from_redis = await store.fetch_rows(keys, fields, defaults, 5.0)
+        finally:
+            await store.aclose()
+        return list(from_redis), list(await memory.fetch_rows(keys, fields, defaults, 5.0))
+
+    import asyncio
+
+    from_redis, from_memory = asyncio.run(both())
+
+    def shown(row: object) -> object:
+        if isinstance(row, Exception):
+            return str(row)
+        return (row.vector.tolist(), row.found)  # type: ignore[attr-defined]
+
+    assert [shown(r) for r in from_redis] == [shown(r) for r in from_memory]
+    assert [shown(r) for r in from_redis] == [
+        ([42.0, 1234.5], True),
+        ([7.0, -0.0], True),
+        ([1000.0, -0.0024999999441206455], True),
+        ([35.0, 9.0], True),
+        "feature store: user:nan field 'age' holds 'nan', which is not a number",
+        "feature store: user:inf field 'balance' holds '-inf', which is not a number",
+        "feature store: user:huge field 'age' holds a number out of the range of FP32",
+        "feature store: user:text field 'age' holds 'forty', which is not a number",
+        ([35.0, -1.0], False),
+    ]

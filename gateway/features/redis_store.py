@@ -1,0 +1,214 @@
+"""RedisStore: feature rows from one Redis server or a Redis Cluster.
+
+redis-py's asyncio client, hiredis parsing the replies. One round trip per
+fetch, under a timeout and a circuit breaker.
+
+On a single server the fetch is one script call (``_FETCH_ROWS``): it runs HMGET
+per key and returns the rows whose values are all numbers as packed FP32, so
+the gateway neither reads one reply per key nor parses decimal text (each about
+as costly as the rest of a request's lookup); the other rows (absent fields,
+values that are not numbers) come back as raw values, to be parsed with exact
+error messages. On a cluster, where a script may only touch keys of one slot,
+the fetch is a pipeline of HMGETs: one round trip per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+
+from gateway.errors import FeatureDataInvalid
+from gateway.features.breaker import CircuitBreaker
+from gateway.features.store import StoreUnavailable
+from gateway.features.vectors import FeatureRow, row_from_store, rows_from_replies
+
+# a store that failed this many calls in a row is skipped, then probed every cooldown
+BREAKER_THRESHOLD = 3
+BREAKER_COOLDOWN_S = 1.0
+CONNECT_TIMEOUT_S = 1.0
+
+# KEYS: the entities; ARGV: the fields. Returns {packed, bad, raw}: ``packed`` holds
+# every row as little-endian FP32 (zeros for a bad row), ``bad`` the 1-based indexes of
+# the rows with an absent field or a value that is not a finite FP32 number, ``raw``
+# their HMGET replies.
+_FETCH_ROWS = """
+local width = #ARGV
+local format = '<' .. string.rep('f', width)
+local zeros = string.rep('\\0', 4 * width)
+local packed, bad, raw = {}, {}, {}
+for i, key in ipairs(KEYS) do
+  local values = redis.call('HMGET', key, unpack(ARGV))
+  local numbers = {}
+  for j = 1, width do
+    local number = values[j] and tonumber(values[j])
+    if not number or number ~= number or number > 3.4028234663852886e38
+        or number < -3.4028234663852886e38 then
+      numbers = nil
+      break
+    end
+    numbers[j] = number
+  end
+  if numbers then
+    packed[i] = struct.pack(format, unpack(numbers))
+  else
+    packed[i] = zeros
+    bad[#bad + 1] = i
+    raw[#raw + 1] = values
+  end
+end
+return {table.concat(packed), bad, raw}
+"""
+
+
+_SCRIPT_SHA_TEXT = hashlib.sha1(_FETCH_ROWS.encode(), usedforsecurity=False).hexdigest()
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+_SCRIPT_SHA = _bulk(_SCRIPT_SHA_TEXT.encode())
+
+
+class RedisStore:
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        now: Callable[[], float],
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._single = not isinstance(client, RedisCluster)
+        self._fields: dict[tuple[str, ...], bytes] = {}  # the fields, packed once per model
+        self.name = name
+        self.breaker = CircuitBreaker(BREAKER_THRESHOLD, BREAKER_COOLDOWN_S, now)
+        self._on_error = on_error
+
+    @classmethod
+    def from_url(
+        cls, url: str, now: Callable[[], float], on_error: Callable[[], None] | None = None
+    ) -> RedisStore:
+        return cls(connect(url), redacted(url), now, on_error)
+
+    async def fetch_rows(
+        self, keys: Sequence[str], fields: Sequence[str], defaults: np.ndarray, timeout_s: float
+    ) -> list[FeatureRow | FeatureDataInvalid]:
+        if not self.breaker.allow():
+            raise StoreUnavailable(f"{self.name} is failing; skipped until the next probe")
+        try:
+            async with asyncio.timeout(timeout_s):
+                if self._single:
+                    reply = await self._run_script(keys, fields)
+                else:
+                    pipe = self._client.pipeline(transaction=False)
+                    for key in keys:
+                        pipe.hmget(key, fields)
+                    replies = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.failed()
+            if self._on_error is not None:
+                self._on_error()
+            reason = f"no answer within {timeout_s * 1000:g} ms" if _is_timeout(exc) else exc
+            raise StoreUnavailable(f"{self.name}: {reason}") from None
+        self.breaker.succeeded()
+        if not self._single:
+            return rows_from_replies(keys, fields, replies, defaults)
+        return _unpack(keys, fields, reply, defaults)
+
+    async def _run_script(self, keys: Sequence[str], fields: Sequence[str]) -> list[Any]:
+        """EVALSHA straight on a pooled connection: the command packed here in one piece
+        (the fields once per model), one reply read. redis-py's generic command path
+        costs more than the rest of the fetch; its connections still handle TLS, auth,
+        unix sockets and reconnecting."""
+        packed = self._fields.get(tuple(fields))
+        if packed is None:
+            packed = self._fields[tuple(fields)] = b"".join(_bulk(f.encode()) for f in fields)
+        count = str(len(keys)).encode()
+        command = b"".join(
+            [
+                b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(keys) + len(fields)),
+                _SCRIPT_SHA,
+                _bulk(count),
+                *[_bulk(key.encode()) for key in keys],
+                packed,
+            ]
+        )
+        pool = self._client.connection_pool
+        for retry in (False, True):
+            connection = await pool.get_connection()
+            try:
+                await connection.send_packed_command(command, check_health=False)
+                return list(await connection.read_response())
+            except NoScriptError:  # a restarted or flushed server: load it, once
+                if retry:
+                    raise
+                await self._client.script_load(_FETCH_ROWS)
+            except RedisConnectionError:
+                # a pooled connection that died with the server: one fresh try
+                await connection.disconnect()
+                if retry:
+                    raise
+            finally:
+                await pool.release(connection)
+        raise AssertionError("unreachable: the second try returns or raises")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _unpack(
+    keys: Sequence[str], fields: Sequence[str], reply: list[Any], defaults: np.ndarray
+) -> list[FeatureRow | FeatureDataInvalid]:
+    packed, bad, raw = reply
+    # read-only (a view of the reply's bytes): rows are cached and shared
+    table = np.frombuffer(packed, dtype="<f4").reshape(len(keys), len(fields))
+    rows: list[FeatureRow | FeatureDataInvalid] = [FeatureRow(row, True) for row in table]
+    for index, values in zip(bad, raw, strict=True):
+        key = keys[index - 1]
+        try:
+            rows[index - 1] = row_from_store(key, fields, values, defaults)
+        except FeatureDataInvalid as error:
+            rows[index - 1] = error
+    return rows
+
+
+def connect(url: str) -> Any:
+    """A client for ``redis://``, ``rediss://``, ``unix://`` or, for a cluster,
+    ``redis+cluster://`` / ``rediss+cluster://`` (any one node; the rest is discovered)."""
+    scheme = urlsplit(url).scheme
+    # one immediate retry on a broken connection: after Redis restarts, the pooled
+    # connections are dead and the first command on each reconnects
+    options: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    }
+    if scheme.endswith("+cluster"):
+        plain = urlunsplit(urlsplit(url)._replace(scheme=scheme.removesuffix("+cluster")))
+        return RedisCluster.from_url(plain, **options)
+    return Redis.from_url(url, **options)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) and not isinstance(exc, RedisError)
