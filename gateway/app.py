@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> ASGIApp:
                 settings.redis_url, settings.features_file, time.monotonic, metrics.redis_error
             )
             stack.push_async_callback(store.aclose)  # after the registry has drained
+            await store.start()
             registry = await stack.enter_async_context(
                 ModelRegistry(
                     settings.model_repository,

@@ -42,19 +42,44 @@ def free_port(cluster_bus: bool = False) -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, *, cluster: bool = False, unix_socket: bool = False):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        cluster: bool = False,
+        unix_socket: bool = False,
+        tls: bool = False,
+    ):
         require_redis()
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port(cluster_bus=cluster)
         self.cluster = cluster
         self.socket_path = directory / "redis.sock" if unix_socket else None
+        self.certificate = self._make_certificate() if tls else None
         self.process: subprocess.Popen[bytes] | None = None
         self._stats: redis.Redis | None = None
 
     @property
     def url(self) -> str:
+        if self.certificate is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.certificate}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _make_certificate(self) -> Path:
+        """A self-signed certificate for 127.0.0.1 (key next to it)."""
+        if shutil.which("openssl") is None:
+            pytest.fail("openssl is needed for the TLS tests")
+        certificate, key = self.directory / "server.crt", self.directory / "server.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+            + ["-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1"]
+            + ["-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return certificate
 
     @property
     def unix_url(self) -> str:
@@ -62,9 +87,10 @@ class RedisServer:
         return f"unix://{self.socket_path}"
 
     def start(self) -> RedisServer:
+        certificate = self.certificate
         args = [
             "redis-server",
-            "--port", str(self.port),
+            "--port", "0" if certificate else str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
@@ -76,6 +102,11 @@ class RedisServer:
             args += ["--cluster-config-file", f"nodes-{self.port}.conf"]
         if self.socket_path is not None:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        if certificate is not None:
+            key = certificate.with_suffix(".key")
+            args += ["--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            args += ["--tls-cert-file", str(certificate), "--tls-key-file", str(key)]
+            args += ["--tls-ca-cert-file", str(certificate)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -89,7 +120,7 @@ class RedisServer:
             time.sleep(0.02)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+        return redis.Redis.from_url(self.url, socket_timeout=5, decode_responses=True)
 
     def kill(self) -> None:
         if self.process is not None:

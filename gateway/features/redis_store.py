@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +34,8 @@ from gateway.errors import FeatureDataInvalid
 from gateway.features.breaker import CircuitBreaker
 from gateway.features.store import StoreUnavailable
 from gateway.features.vectors import FeatureRow, row_from_store, rows_from_replies
+
+log = logging.getLogger("gateway.features")
 
 # a store that failed this many calls in a row is skipped, then probed every cooldown
 BREAKER_THRESHOLD = 3
@@ -122,6 +126,9 @@ class RedisStore:
                 self._on_error()
             reason = f"no answer within {timeout_s * 1000:g} ms" if _is_timeout(exc) else exc
             raise StoreUnavailable(f"{self.name}: {reason}") from None
+        except BaseException:
+            self.breaker.failed()  # whatever it was, a half-open probe must not stay pending
+            raise
         self.breaker.succeeded()
         if not self._single:
             return rows_from_replies(keys, fields, replies, defaults)
@@ -147,7 +154,7 @@ class RedisStore:
         )
         pool = self._client.connection_pool
         for retry in (False, True):
-            connection = await pool.get_connection()
+            connection = await _connection(pool)
             try:
                 await connection.send_packed_command(command, check_health=False)
                 return list(await connection.read_response())
@@ -164,8 +171,42 @@ class RedisStore:
                 await pool.release(connection)
         raise AssertionError("unreachable: the second try returns or raises")
 
+    async def start(self) -> None:
+        """Connect (and load the script) before the first request, with the connect
+        timeout rather than a fetch's; a Redis that is not up yet is logged, not fatal."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S * 5):
+                if self._single:
+                    await self._client.script_load(_FETCH_ROWS)
+                else:
+                    await self._client.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("feature store %s is not reachable yet: %s", self.name, exc or "timeout")
+
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _connection(pool: Any) -> Any:
+    """A connection from the pool. Connecting (TCP, perhaps TLS) may take longer than a
+    fetch may: a fetch that times out meanwhile leaves the connect running, and the
+    connection then goes back to the pool for the next fetch."""
+    acquire = asyncio.ensure_future(pool.get_connection())
+    try:
+        return await asyncio.shield(acquire)
+    except asyncio.CancelledError:
+        acquire.add_done_callback(partial(_return_to_pool, pool))
+        raise
+
+
+def _return_to_pool(pool: Any, acquire: asyncio.Future[Any]) -> None:
+    if not acquire.cancelled() and acquire.exception() is None:
+        release = asyncio.ensure_future(pool.release(acquire.result()))
+        _releasing.add(release)
+        release.add_done_callback(_releasing.discard)
+
+
+_releasing: set[asyncio.Future[None]] = set()  # strong references until done
 
 
 def _unpack(

@@ -38,6 +38,8 @@ class FeatureStore(Protocol):
         numbers; raises StoreUnavailable."""
         ...
 
+    async def start(self) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -92,6 +94,9 @@ class MemoryStore:
     ) -> list[FeatureRow | FeatureDataInvalid]:
         replies = await self.fetch(keys, fields, timeout_s)
         return rows_from_replies(keys, fields, replies, defaults)
+
+    async def start(self) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None

@@ -4,6 +4,7 @@ serving features to the gateway."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,45 @@ def test_features_from_a_redis_cluster(tmp_path: Path) -> None:
         np.testing.assert_allclose(got, expected(session, [TABLE[i] for i in ids]), atol=1e-6)
     finally:
         cluster.kill()
+
+
+def test_features_over_tls(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "tls", tls=True).start()
+    try:
+        assert server.url.startswith("rediss://")
+        loaded = load_entities(server.url)
+        assert loaded.returncode == 0, loaded.stderr
+        root = tmp_path / "repo"
+        shutil.copytree(EXAMPLES / "fraud", root / "fraud")
+        running = start_gateway(Settings(model_repository=root, redis_url=server.url))
+        try:
+            got = probabilities(infer(running.url, "fraud", ["u0123", "u0456"]))
+        finally:
+            stop_gateway(running)
+    finally:
+        server.kill()
+    session = ort.InferenceSession(str(MODEL_FILE), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(got, expected(session, [TABLE["u0123"], TABLE["u0456"]]), atol=1e-6)
+
+
+def test_a_gateway_started_before_redis_picks_it_up(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "late")  # not started yet
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "fraud", root / "fraud")
+    running = start_gateway(Settings(model_repository=root, redis_url=server.url))
+    try:
+        defaults = probabilities(infer(running.url, "fraud", ["u0007"]))  # Redis is down
+        server.start()
+        assert load_entities(server.url).returncode == 0
+        session = ort.InferenceSession(str(MODEL_FILE), providers=["CPUExecutionProvider"])
+        want = expected(session, [TABLE["u0007"]])
+        assert not np.allclose(defaults, want, atol=1e-6)
+        deadline = time.monotonic() + 15
+        got = defaults
+        while time.monotonic() < deadline and not np.allclose(got, want, atol=1e-6):
+            time.sleep(0.2)  # the local cache keeps the defaults for local_ttl_ms
+            got = probabilities(infer(running.url, "fraud", ["u0007"]))
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    finally:
+        stop_gateway(running)
+        server.kill()

@@ -85,3 +85,35 @@ def test_success_resets_the_failure_count() -> None:
     breaker.succeeded()
     breaker.failed()
     assert breaker.state is BreakerState.CLOSED
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
+    import io
+
+    from gateway.features.bulk import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bar = Progress(20_000, screen, min_total=10_000)
+    bar.update(10_000)
+    bar.update(20_000)
+    bar.close()
+    frames = screen.getvalue().split("\r")
+    assert frames[1].startswith("[###############               ]  50.0%  10,000/20,000 rows")
+    assert frames[2].startswith("[##############################] 100.0%  20,000/20,000 rows")
+    assert screen.getvalue().endswith("\n")
+
+    log = io.StringIO()
+    lines = Progress(20_000, log, min_total=10_000)
+    for done in range(0, 20_001, 1_000):
+        lines.update(done)
+    assert len(log.getvalue().splitlines()) == 11  # one per 10%
+
+    quiet = io.StringIO()
+    small = Progress(50, quiet, min_total=10_000)
+    small.update(50)
+    small.close()
+    assert quiet.getvalue() == ""
