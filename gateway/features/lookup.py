@@ -28,6 +28,7 @@ from gateway.features.vectors import (
 from gateway.repository.spec import FeaturesSection
 
 _SHOWN_MISSING = 10
+TTL_JITTER = 0.2  # cached rows live 80-100% of local_ttl_ms (see LocalCache)
 _SOURCES = ("local", "redis", "default")  # gateway_feature_lookups_total's source label
 
 
@@ -72,7 +73,7 @@ class FeatureLookup:
         self._missing = FeatureRow(self._defaults, found=False)
         self._missing_is_error = config.missing == "error"
         self._cache: LocalCache[FeatureRow] = LocalCache(
-            config.local_max_entries, config.local_ttl_ms / 1000, now
+            config.local_max_entries, config.local_ttl_ms / 1000, now, jitter=TTL_JITTER
         )
         # rows by source: the metrics read these counters
         self._counters: tuple[RowCounter, ...] = tuple(

@@ -57,6 +57,24 @@ def test_cache_expires_and_evicts_least_recently_used() -> None:
         LocalCache(max_entries=0, ttl_s=1, now=clock)
 
 
+def test_cache_entries_expire_spread_over_the_last_part_of_their_ttl() -> None:
+    clock = Clock()
+    draws = iter([0.0, 0.5, 1.0])
+    cache: LocalCache[int] = LocalCache(
+        10, ttl_s=1.0, now=clock, jitter=0.2, random=lambda: next(draws)
+    )
+    for key in "abc":
+        cache.put(key, 1)
+    clock.t += 0.79
+    assert [cache.get(k) for k in "abc"] == [1, 1, 1]
+    clock.t += 0.02  # 0.81: c (0.8) is gone
+    assert [cache.get(k) for k in "abc"] == [1, 1, None]
+    clock.t += 0.1  # 0.91: b (0.9) too
+    assert [cache.get(k) for k in "abc"] == [1, None, None]
+    clock.t += 0.1  # 1.01: a (1.0) too
+    assert [cache.get(k) for k in "abc"] == [None, None, None]
+
+
 def test_breaker_opens_probes_and_closes() -> None:
     clock = Clock()
     breaker = CircuitBreaker(threshold=3, cooldown_s=2.0, now=clock)
