@@ -188,7 +188,7 @@ class BatchQueue:
 
     def _cut(self) -> tuple[list[QueuedRequest], str]:
         policy = self._policy
-        if self._still_holding():
+        if self._hold is not None and self._still_holding():
             return [], ""
         batch = self._take(policy.max_batch_size)
         rows = total_rows(batch)
@@ -255,8 +255,7 @@ class BatchQueue:
         would take and put back the same requests, per arrival (quadratic)."""
         assert self._clock is not None
         return (
-            self._hold is not None
-            and bool(self._expected)
+            bool(self._expected)
             and not self._closing
             and not self._policy.preferred_batch_sizes
             and self._waiting_rows < self._policy.max_batch_size

@@ -35,6 +35,7 @@ class Ticket:
     def redeem(self) -> None:
         """The request has arrived: it no longer counts as on its way (no pump: the
         arrival itself pumps)."""
-        if self._queue is not None:
+        queue = self._queue
+        if queue is not None:
             self._queue = None
-            self._home.announce(-1, wake=False)
+            queue.announce(-1, False)
