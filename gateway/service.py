@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.batching.request import Ready
 from gateway.batching.ticket import Ticket
 from gateway.errors import InvalidRequest
 from gateway.features.lookup import FeatureLookup, PendingRows
@@ -79,21 +80,15 @@ class InferenceService:
         route: Route,
         inputs: dict[str, np.ndarray],
         datatypes: dict[str, str],
-        ticket: Ticket | None = None,
     ) -> PendingRows | None:
         """Entity ids in, the model's feature input out; a no-op without [features] or
         when the caller sent the features itself. None when done at once (no row needs
-        the store), else the rows still to come: await their ``future``, then
-        ``finish()``.
-
-        A request that waits for the feature store is not announced to the batcher
-        meanwhile (batches are not held for a fetch of unknown length), and is announced
-        again when its features have come (see FeatureLookup).
-        """
+        the store); else the rows still to come, for ``infer(ready=...)``: the request
+        then waits for them in its batch (see FeatureLookup.start_fill)."""
         features = route.features
         if features is None or features.entity_input not in inputs:
             return None
-        return features.start_fill(inputs, datatypes, ticket)
+        return features.start_fill(inputs, datatypes)
 
     def plan_mirror(
         self,
@@ -132,13 +127,15 @@ class InferenceService:
         request: InferRequest,
         ticket: Ticket | None = None,
         gone: Callable[[], bool] | None = None,
+        ready: Ready | None = None,
     ) -> InferResult:
-        """Run a decoded v2 request on an already resolved version."""
+        """Run a decoded v2 request on an already resolved version; ``ready``: inputs
+        still being completed (features on their way)."""
         signature = target.signature
         check_inputs(signature, request.inputs, request.datatypes)
         check_batch(target, request.inputs)
         names, binary = _select_outputs(signature, request.outputs, request.binary_output)
-        arrays = await target.run(request.inputs, names, request.timeout_ms, ticket, gone)
+        arrays = await target.run(request.inputs, names, request.timeout_ms, ticket, gone, ready)
         return InferResult(target, list(zip(names, arrays, strict=True)), binary)
 
     async def predict(

@@ -33,7 +33,6 @@ really finished, even if every caller of the batch has gone.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 
@@ -41,15 +40,19 @@ import numpy as np
 
 from gateway.batching.assemble import batch_key, check_outputs, stack
 from gateway.batching.clock import Clock, LoopClock, Timer
+from gateway.batching.line import WaitingLine
 from gateway.batching.observer import BatchObserver, NullObserver
 from gateway.batching.policy import BatchPolicy
 from gateway.batching.request import (
     QueuedRequest,
+    Ready,
     State,
     fail_all,
+    finish_ready,
     hand_back,
     hung_up,
     total_rows,
+    unready,
 )
 from gateway.batching.ticket import Ticket
 from gateway.errors import DeadlineExceeded, ModelNotReady, QueueFull
@@ -77,9 +80,7 @@ class BatchQueue:
         self._observer = observer or NullObserver()
         self._clock = clock
         self._name = name
-        self._pending: deque[QueuedRequest] = deque()
-        self._waiting = 0  # live requests in _pending
-        self._waiting_rows = 0  # and their rows
+        self._line = WaitingLine()
         self._free = list(range(instances))  # instances not running a batch
         self._instances = instances
         self._runs: set[asyncio.Future[list[np.ndarray]]] = set()  # strong references
@@ -89,11 +90,11 @@ class BatchQueue:
         self._hold_until = 0.0
         self._drained: asyncio.Event | None = None
         self._closing = False
-        self._observer.track_depth(lambda: self._waiting)
+        self._observer.track_depth(lambda: self._line.count)
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        return self._line.count
 
     def start(self) -> None:
         """Bind to the running event loop (its clock, unless one was given)."""
@@ -118,18 +119,20 @@ class BatchQueue:
         timeout_s: float | None = None,
         ticket: Ticket | None = None,
         gone: Callable[[], bool] | None = None,
+        ready: Ready | None = None,
     ) -> list[np.ndarray]:
         """Queue one request and wait for its output rows (in the order of ``outputs``).
 
         ``gone`` tells whether the caller has hung up; such a request is dropped (with
-        ClientGone) when its batch is about to run.
+        ClientGone) when its batch is about to run. ``ready``: inputs still being
+        completed; the request's batch waits for them (with its instance) before it runs.
         """
         if self._closing:
             raise ModelNotReady(f"{self._name} is shutting down and takes no new requests")
         policy = self._policy
-        if self._waiting >= policy.max_queue_size:
+        if self._line.count >= policy.max_queue_size:
             raise QueueFull(
-                f"{self._name} already has {self._waiting} requests waiting "
+                f"{self._name} already has {self._line.count} requests waiting "
                 f"([batching] max_queue_size = {policy.max_queue_size}); retry after the "
                 "Retry-After interval"
             )
@@ -139,20 +142,21 @@ class BatchQueue:
         rows, key = batch_key(inputs, names, policy.batching)
         if ticket is not None:
             ticket.redeem()
-        if self._free and not self._waiting and not self._expected:
+        if ready is not None and ready.future.done():
+            ready.finish()  # complete already: an ordinary request from here on
+            ready = None
+        if self._free and not self._line.count and not self._expected and ready is None:
             # an idle instance and nothing to wait for: this request is the batch, run
             # straight from here (no queue entry, no extra turn of the event loop)
             return await self._run_alone(inputs, names, rows)
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        request = QueuedRequest(inputs, names, rows, key, future, clock.now(), gone)
+        request = QueuedRequest(inputs, names, rows, key, future, clock.now(), gone, ready)
         timeout = timeout_s if timeout_s is not None else policy.default_timeout_s
         if timeout:
             request.timer = clock.call_at(
                 request.queued_at + timeout, partial(self._expire, request, timeout)
             )
-        self._pending.append(request)
-        self._waiting += 1
-        self._waiting_rows += rows
+        self._line.add(request)
         self._pump()
         try:
             return await future
@@ -163,7 +167,7 @@ class BatchQueue:
     async def aclose(self) -> None:
         """Wait for announced requests to arrive, then take no new ones, and return once
         the queued and running ones have finished."""
-        while self._expected or self._waiting or self._runs:
+        while self._expected or self._line.count or self._runs:
             if self._expected == 0:
                 self._closing = True  # nothing is on its way any more
             self._drained = asyncio.Event()
@@ -180,7 +184,7 @@ class BatchQueue:
 
     def _pump(self) -> None:
         """Start batches while an instance is free and requests are queued."""
-        while self._free and self._waiting:
+        while self._free and self._line.count:
             batch, reason = self._cut()
             if not batch:
                 return  # holding for announced requests: an arrival or the timer pumps again
@@ -190,7 +194,7 @@ class BatchQueue:
         policy = self._policy
         if self._hold is not None and self._still_holding():
             return [], ""
-        batch = self._take(policy.max_batch_size)
+        batch = self._line.take(policy.max_batch_size, policy.batching)
         rows = total_rows(batch)
         if not batch or not policy.batching or rows >= policy.max_batch_size:
             return self._ending_hold(batch), "full"
@@ -201,14 +205,14 @@ class BatchQueue:
         until = batch[0].queued_at + policy.max_delay_s
         now = self._clock.now()
         if self._expected and now < until and not self._closing:
-            self._put_back(batch)
+            self._line.put_back(batch)
             if not held:
                 self._held_head = batch[0]
                 self._hold_until = until
                 self._hold = self._clock.call_at(until, self._pump)
             return [], ""
         self._release_hold()
-        trimmed = self._trim_to_preferred(batch)
+        trimmed = self._line.trim_to_preferred(batch, policy.preferred_batch_sizes)
         if len(trimmed) < len(batch):
             return trimmed, "preferred"
         return batch, "delay" if held and now >= until else "idle"
@@ -258,7 +262,7 @@ class BatchQueue:
             bool(self._expected)
             and not self._closing
             and not self._policy.preferred_batch_sizes
-            and self._waiting_rows < self._policy.max_batch_size
+            and self._line.rows < self._policy.max_batch_size
             and self._clock.now() < self._hold_until
         )
 
@@ -266,61 +270,6 @@ class BatchQueue:
         if self._hold is not None:
             self._hold.cancel()
         self._hold = self._held_head = None
-
-    def _take(self, max_rows: int) -> list[QueuedRequest]:
-        """Remove and return the oldest live request and the queued requests with its key,
-        up to ``max_rows`` rows."""
-        taken: list[QueuedRequest] = []
-        skipped: list[QueuedRequest] = []
-        rows = 0
-        limit = max(max_rows, 1)
-        key: object = None
-        pending = self._pending
-        while pending:
-            request = pending[0]
-            if request.state is not State.QUEUED:
-                pending.popleft()
-                continue
-            if not taken:
-                key = request.key
-            elif request.key != key:
-                skipped.append(pending.popleft())
-                continue
-            elif rows + request.rows > limit:
-                break
-            pending.popleft()
-            request.state = State.CLAIMED
-            taken.append(request)
-            rows += request.rows
-            if rows >= limit or not self._policy.batching:
-                break
-        if skipped:
-            pending.extendleft(reversed(skipped))
-        self._waiting -= len(taken)
-        self._waiting_rows -= rows
-        return taken
-
-    def _put_back(self, requests: list[QueuedRequest]) -> None:
-        """Return claimed requests to the head of the queue, in their order."""
-        for request in requests:
-            request.state = State.QUEUED
-        self._waiting += len(requests)
-        self._waiting_rows += total_rows(requests)
-        self._pending.extendleft(reversed(requests))
-
-    def _trim_to_preferred(self, batch: list[QueuedRequest]) -> list[QueuedRequest]:
-        """The longest prefix of the batch whose rows add up to a preferred size; the rest
-        goes back to the queue. Without such a prefix, the whole batch."""
-        sizes = self._policy.preferred_batch_sizes
-        total, best = 0, 0
-        for index, request in enumerate(batch):
-            total += request.rows
-            if total in sizes:
-                best = index + 1
-        if best == 0 or best == len(batch):
-            return batch
-        self._put_back(batch[best:])
-        return batch[:best]
 
     def _start(self, instance: int, batch: list[QueuedRequest], reason: str) -> None:
         assert self._clock is not None
@@ -334,26 +283,51 @@ class BatchQueue:
             if request.timer is not None:
                 request.timer.cancel()
             self._observer.waited(now - request.queued_at)
-        rows = total_rows(live)
-        self._observer.dispatched(rows, reason)
-        run = asyncio.ensure_future(
-            self._run_batch(instance, stack([r.inputs for r in live]), live[0].outputs)
-        )
+        self._observer.dispatched(total_rows(live), reason)
+        waiting = unready(live)
+        started = [now]  # when the model run starts: after the wait for inputs, if any
+        if waiting:
+            run = asyncio.ensure_future(self._run_when_ready(instance, live, waiting, started))
+        else:
+            finish_ready(live)
+            run = asyncio.ensure_future(self._run_now(instance, live))
         self._runs.add(run)
-        run.add_done_callback(partial(self._finished, instance, live, rows, now))
+        run.add_done_callback(partial(self._finished, instance, live, started))
+
+    def _run_now(self, instance: int, batch: list[QueuedRequest]) -> Awaitable[list[np.ndarray]]:
+        if not batch:  # every request failed to complete its inputs
+            return asyncio.sleep(0, [])
+        return self._run_batch(instance, stack([r.inputs for r in batch]), batch[0].outputs)
+
+    async def _run_when_ready(
+        self,
+        instance: int,
+        batch: list[QueuedRequest],
+        waiting: list[asyncio.Future[None]],
+        started: list[float],
+    ) -> list[np.ndarray]:
+        """Hold the instance until the batch's inputs are complete, then run."""
+        await asyncio.wait(waiting)
+        assert self._clock is not None
+        started[0] = self._clock.now()
+        finish_ready(batch)
+        return await self._run_now(instance, batch)
 
     def _finished(
         self,
         instance: int,
         batch: list[QueuedRequest],
-        rows: int,
-        started: float,
+        started: list[float],
         run: asyncio.Future[list[np.ndarray]],
     ) -> None:
         self._runs.discard(run)
         self._free.append(instance)  # the run is over: the instance is free again
         assert self._clock is not None
-        if run.cancelled():
+        rows = total_rows(batch)
+        if not batch:  # nothing ran: every request failed to complete its inputs
+            if not run.cancelled():
+                run.exception()
+        elif run.cancelled():
             fail_all(batch, ModelNotReady(f"{self._name} stopped before this request ran"))
         elif (error := run.exception()) is not None:
             fail_all(batch, error)  # one failed run fails exactly its own batch
@@ -364,7 +338,7 @@ class BatchQueue:
             except Exception as exc:
                 fail_all(batch, exc)
             else:
-                self._observer.ran(self._clock.now() - started)
+                self._observer.ran(self._clock.now() - started[0])
                 hand_back(batch, outputs)
         self._pump()
         self._check_drained()
@@ -374,8 +348,7 @@ class BatchQueue:
     def _drop(self, request: QueuedRequest) -> None:
         """Forget a request that has not started; a queued one leaves the queue lazily."""
         if request.state is State.QUEUED:
-            self._waiting -= 1
-            self._waiting_rows -= request.rows
+            self._line.leave(request)
         elif request.state is not State.CLAIMED:
             return
         request.state = State.GONE

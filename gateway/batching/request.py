@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from enum import Enum
+from typing import Protocol
 
 import numpy as np
 
 from gateway.batching.assemble import split_rows
 from gateway.batching.clock import Timer
 from gateway.errors import ClientGone
+
+
+class Ready(Protocol):
+    """Inputs still being completed (features being fetched, say): the request may run
+    once ``future`` is done and ``finish()`` has completed its inputs in place.
+    ``finish`` raises what the caller is to get instead, if the inputs cannot be
+    completed; that fails the request alone, not its batch."""
+
+    future: asyncio.Future[None]
+
+    def finish(self) -> None: ...
 
 
 class State(Enum):
@@ -31,6 +43,7 @@ class QueuedRequest:
         "timer",
         "state",
         "gone",
+        "ready",
     )
 
     def __init__(
@@ -42,8 +55,10 @@ class QueuedRequest:
         future: asyncio.Future[list[np.ndarray]],
         queued_at: float,
         gone: Callable[[], bool] | None,
+        ready: Ready | None = None,
     ) -> None:
         self.gone = gone
+        self.ready = ready
         self.inputs = inputs
         self.outputs = outputs
         self.rows = rows
@@ -83,3 +98,26 @@ def fail_all(batch: list[QueuedRequest], exc: BaseException) -> None:
     for request in batch:
         if not request.future.done():
             request.future.set_exception(exc)
+
+
+def unready(batch: list[QueuedRequest]) -> list[asyncio.Future[None]]:
+    """What the batch must wait for before it can run."""
+    return [r.ready.future for r in batch if r.ready is not None and not r.ready.future.done()]
+
+
+def finish_ready(batch: list[QueuedRequest]) -> None:
+    """Complete the inputs of the batch's requests; one that cannot be completed gets its
+    error and leaves the batch (in place)."""
+    if all(r.ready is None for r in batch):
+        return
+    kept: list[QueuedRequest] = []
+    for request in batch:
+        if request.ready is not None:
+            try:
+                request.ready.finish()
+            except Exception as exc:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+                continue
+        kept.append(request)
+    batch[:] = kept

@@ -12,28 +12,21 @@ class Announced(Protocol):
 class Ticket:
     """An announced request: while unredeemed, a batch being cut may wait a little for it."""
 
-    __slots__ = ("_queue", "_home")
+    __slots__ = ("_queue",)
 
     def __init__(self, queue: Announced) -> None:
-        self._home = queue
         self._queue: Announced | None = queue
         queue.announce(1)
 
     def release(self) -> None:
-        """The request will not arrive (soon) after all (e.g. its body was invalid, or it
-        waits for something else first); idempotent."""
-        if self._queue is not None:
+        """The request will not arrive after all (e.g. its body was invalid); idempotent."""
+        queue = self._queue
+        if queue is not None:
             self._queue = None
-            self._home.announce(-1)
-
-    def renew(self) -> None:
-        """A released request is on its way again (what it waited for has come)."""
-        if self._queue is None:
-            self._queue = self._home
-            self._home.announce(1)
+            queue.announce(-1)
 
     def redeem(self) -> None:
-        """The request has arrived: it no longer counts as on its way (no pump: the
+        """The request has arrived: it no longer counts as on its way (no wake-up: the
         arrival itself pumps)."""
         queue = self._queue
         if queue is not None:

@@ -29,25 +29,19 @@ Outcome = FeatureRow | StoreUnavailable | FeatureDataInvalid
 
 
 class Waiter:
-    """One caller's keys; its future is done once every key has an outcome, and
-    ``ready`` is called just before (while the caller still waits)."""
+    """One caller's keys; its future is done once every key has an outcome."""
 
-    __slots__ = ("outcomes", "remaining", "future", "ready")
+    __slots__ = ("outcomes", "remaining", "future")
 
-    def __init__(
-        self, future: asyncio.Future[None], count: int, ready: Callable[[], None] | None
-    ) -> None:
+    def __init__(self, future: asyncio.Future[None], count: int) -> None:
         self.outcomes: dict[str, Outcome] = {}
         self.remaining = count
         self.future = future
-        self.ready = ready
 
     def settle(self, key: str, outcome: Outcome) -> None:
         self.outcomes[key] = outcome
         self.remaining -= 1
         if self.remaining == 0 and not self.future.done():
-            if self.ready is not None:
-                self.ready()
             self.future.set_result(None)
 
 
@@ -73,12 +67,10 @@ class FetchBatcher:
         self._in_flight: dict[str, list[Waiter]] = {}  # in the current one
         self._task: asyncio.Task[None] | None = None
 
-    def ask(
-        self, keys: Iterable[str], count: int, ready: Callable[[], None] | None = None
-    ) -> Waiter:
+    def ask(self, keys: Iterable[str], count: int) -> Waiter:
         """A waiter for ``count`` distinct keys, each joining a fetch."""
         loop = asyncio.get_running_loop()
-        waiter = Waiter(loop.create_future(), count, ready)
+        waiter = Waiter(loop.create_future(), count)
         pending, in_flight = self._pending, self._in_flight
         for key in keys:
             waiting = in_flight.get(key) or pending.get(key)

@@ -32,15 +32,6 @@ TTL_JITTER = 0.2  # cached rows live 80-100% of local_ttl_ms (see LocalCache)
 _SOURCES = ("local", "redis", "default")  # gateway_feature_lookups_total's source label
 
 
-class Announcement(Protocol):
-    """The batcher's ticket of a request (gateway.batching.queue.Ticket): a request
-    waiting for the store stops being announced, and is announced again once its
-    features have come, so the requests a fetch answers can meet in one batch."""
-
-    def release(self) -> None: ...
-    def renew(self) -> None: ...
-
-
 class RowCounter(Protocol):
     count: int  # rows; a plain attribute, so counting costs an addition
 
@@ -94,11 +85,10 @@ class FeatureLookup:
         self,
         inputs: dict[str, np.ndarray],
         datatypes: dict[str, str],
-        ticket: Announcement | None = None,
     ) -> None:
         """Replace the entity ids (and any field inputs) in ``inputs`` with the model's
         feature input."""
-        pending = self.start_fill(inputs, datatypes, ticket)
+        pending = self.start_fill(inputs, datatypes)
         if pending is not None:
             await pending.future
             pending.finish()
@@ -107,11 +97,12 @@ class FeatureLookup:
         self,
         inputs: dict[str, np.ndarray],
         datatypes: dict[str, str],
-        ticket: Announcement | None = None,
     ) -> PendingRows | None:
-        """``fill`` without the waiting: done at once (None) where no row needs the store;
-        else await the returned ``future``, then call its ``finish()``. (One await in the
-        caller, instead of a chain of coroutines resumed per request.)"""
+        """``fill`` without the waiting: done at once (None) where no row needs the store.
+        Else the feature input is in ``inputs`` already, with the rows that wait for the
+        store still to be written: they are, by ``finish()`` on the returned object once
+        its ``future`` is done. The batcher does that (see ``batching.request.Ready``):
+        the request waits for its features in its batch, not on its own."""
         config = self.config
         if config.input in inputs:
             raise InvalidRequest(
@@ -142,10 +133,10 @@ class FeatureLookup:
         else:
             rows, misses = self._from_cache(ids)
             if misses:
-                waiter = self._fetches.ask(misses, len(misses), ticket.renew if ticket else None)
-                if ticket is not None:
-                    ticket.release()
-                return PendingRows(self, ids, rows, misses, waiter, overrides, inputs, datatypes)
+                waiter = self._fetches.ask(misses, len(misses))
+                matrix = inputs[config.input] = np.empty((len(ids), len(self._fields)), np.float32)
+                datatypes[config.input] = "FP32"
+                return PendingRows(self, ids, rows, misses, waiter, overrides, matrix)
             complete = self._all_local(ids, rows)
         inputs[config.input] = feature_matrix(complete, overrides)
         datatypes[config.input] = "FP32"
@@ -157,7 +148,7 @@ class FeatureLookup:
         if not misses:
             return self._all_local(ids, rows)
         waiter = self._fetches.ask(misses, len(misses))
-        pending = PendingRows(self, ids, rows, misses, waiter, [], {}, {})
+        pending = PendingRows(self, ids, rows, misses, waiter, [], None)
         await pending.future
         return pending.complete()
 
@@ -219,7 +210,8 @@ class FeatureLookup:
 
 class PendingRows:
     """One request's rows that wait for the store: ``future`` is done when they have come
-    (or failed), then ``finish()`` puts the feature input into the request's inputs."""
+    (or failed), then ``finish()`` writes the whole feature input into ``matrix`` (the
+    array already in the request's inputs)."""
 
     __slots__ = (
         "_lookup",
@@ -228,8 +220,7 @@ class PendingRows:
         "_misses",
         "_waiter",
         "_overrides",
-        "_inputs",
-        "_datatypes",
+        "_matrix",
         "future",
     )
 
@@ -241,8 +232,7 @@ class PendingRows:
         misses: dict[str, list[int]],
         waiter: Waiter,
         overrides: list[tuple[int, np.ndarray]],
-        inputs: dict[str, np.ndarray],
-        datatypes: dict[str, str],
+        matrix: np.ndarray | None,
     ) -> None:
         self._lookup = lookup
         self._ids = ids
@@ -250,15 +240,12 @@ class PendingRows:
         self._misses = misses
         self._waiter = waiter
         self._overrides = overrides
-        self._inputs = inputs
-        self._datatypes = datatypes
+        self._matrix = matrix
         self.future = waiter.future  # its own future: leaving early cancels nothing shared
 
     def finish(self) -> None:
-        rows = self.complete()
-        name = self._lookup.config.input
-        self._inputs[name] = feature_matrix(rows, self._overrides)
-        self._datatypes[name] = "FP32"
+        assert self._matrix is not None
+        self._matrix[...] = feature_matrix(self.complete(), self._overrides)
 
     def complete(self) -> list[FeatureRow]:
         """Every row, the fetched ones included; raises what the caller is to be told."""

@@ -59,12 +59,10 @@ async def _run_v2(
     length = headers.get(_HEADER_LENGTH)
     decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
     target = service.settle(route, decoded.inputs)
-    if route.features is not None:
-        pending = service.look_up_features(route, decoded.inputs, decoded.datatypes, ticket)
-        if pending is not None:  # some rows wait for the feature store
-            await pending.future
-            pending.finish()
-    result = await service.infer(target, decoded, ticket, gone)
+    pending = None
+    if route.features is not None:  # rows still on their way wait in their batch
+        pending = service.look_up_features(route, decoded.inputs, decoded.datatypes)
+    result = await service.infer(target, decoded, ticket, gone, pending)
     service.plan_mirror(route, target, decoded.inputs, result.outputs)
     payload, header_length = v2.encode_response(
         target.info.model, target.label, decoded.id, result.outputs, result.binary

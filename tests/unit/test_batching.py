@@ -14,7 +14,13 @@ import pytest
 
 from gateway.batching.policy import BatchPolicy
 from gateway.batching.queue import BatchQueue
-from gateway.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, QueueFull
+from gateway.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidRequest,
+    ModelNotReady,
+    QueueFull,
+)
 
 
 class FakeTimer:
@@ -301,37 +307,6 @@ def test_a_released_ticket_stops_the_wait() -> None:
     run(scenario())
 
 
-def test_a_renewed_ticket_is_waited_for_again() -> None:
-    async def scenario() -> None:
-        model, clock, recorder = FakeModel(), FakeClock(), Recorder()
-        queue = make(model, clock, recorder, max_delay_s=0.002)
-        busy = asyncio.ensure_future(queue.submit(rows(0), ["y"]))  # the instance is busy
-        await settle()
-        tickets = [queue.expect() for _ in range(3)]
-        for ticket in tickets:
-            ticket.release()  # e.g. waiting for features from a store
-        first = asyncio.ensure_future(queue.submit(rows(1), ["y"]))
-        for ticket in tickets:
-            ticket.renew()  # the features came: about to arrive
-            ticket.renew()  # idempotent
-        model.release_first()
-        await busy
-        await settle()
-        assert len(model.batches) == 1  # held for the three renewed requests
-        others = [
-            asyncio.ensure_future(queue.submit(rows(n), ["y"], ticket=t))
-            for n, t in zip((2, 3, 4), tickets, strict=True)
-        ]
-        await settle()
-        model.release()
-        await asyncio.gather(first, *others)
-        assert [b[:, 0].tolist() for b in model.batches] == [[0], [1, 2, 3, 4]]
-        assert recorder.reasons[-1] == (4, "idle")
-        await queue.aclose()
-
-    run(scenario())
-
-
 def test_a_held_batch_still_goes_when_full_or_late() -> None:
     async def scenario() -> None:
         model, clock, recorder = FakeModel(gated=False), FakeClock(), Recorder()
@@ -350,6 +325,97 @@ def test_a_held_batch_still_goes_when_full_or_late() -> None:
         await asyncio.gather(*held, late)
         assert recorder.reasons == [(3, "full"), (1, "delay")]
         ticket.release()
+        await queue.aclose()
+
+    run(scenario())
+
+
+class FakeReady:
+    """Inputs completed later: ``finish`` writes ``value`` into x, or raises ``error``."""
+
+    def __init__(self, inputs: dict[str, np.ndarray], value: float, error: Exception | None = None):
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.inputs, self.value, self.error = inputs, value, error
+        self.finished = 0
+
+    def finish(self) -> None:
+        self.finished += 1
+        if self.error is not None:
+            raise self.error
+        self.inputs["x"][...] = self.value
+
+
+def test_a_batch_waits_for_inputs_still_on_their_way() -> None:
+    async def scenario() -> None:
+        model, clock, recorder = FakeModel(gated=False), FakeClock(), Recorder()
+        queue = make(model, clock, recorder)
+        late = rows(0)
+        ready = FakeReady(late, 7)
+        first = asyncio.ensure_future(queue.submit(late, ["y"], ready=ready))
+        second = asyncio.ensure_future(queue.submit(rows(2), ["y"]))
+        await settle()
+        assert model.batches == []  # the instance is taken, the batch waits
+        ready.future.set_result(None)
+        got = await asyncio.gather(first, second)
+        assert [b[:, 0].tolist() for b in model.batches] == [[7], [2]]
+        assert [g[0][:, 0].tolist() for g in got] == [[14], [4]]
+        assert ready.finished == 1
+        await queue.aclose()
+
+    run(scenario())
+
+
+def test_inputs_that_cannot_be_completed_fail_their_request_alone() -> None:
+    async def scenario() -> None:
+        model, clock, recorder = FakeModel(), FakeClock(), Recorder()
+        queue = make(model, clock, recorder)
+        busy = asyncio.ensure_future(queue.submit(rows(0), ["y"]))
+        await settle()
+        requests = [rows(1), rows(2), rows(3)]
+        readies = [
+            FakeReady(requests[0], 10),
+            FakeReady(requests[1], 20, InvalidRequest("no features for 'u2'")),
+            None,
+        ]
+        futures = [
+            asyncio.ensure_future(queue.submit(r, ["y"], ready=ready))
+            for r, ready in zip(requests, readies, strict=True)
+        ]
+        await settle()
+        model.release_first()
+        await busy
+        await settle()
+        for ready in readies[:2]:
+            assert ready is not None
+            ready.future.set_result(None)
+        model.release()
+        done = await asyncio.gather(*futures, return_exceptions=True)
+        assert done[0][0][:, 0].tolist() == [20]  # type: ignore[index]
+        assert isinstance(done[1], InvalidRequest)
+        assert done[2][0][:, 0].tolist() == [6]  # type: ignore[index]
+        assert [b[:, 0].tolist() for b in model.batches] == [[0], [10, 3]]
+        await queue.aclose()
+
+    run(scenario())
+
+
+def test_a_batch_whose_inputs_all_fail_does_not_run() -> None:
+    async def scenario() -> None:
+        model, clock, recorder = FakeModel(gated=False), FakeClock(), Recorder()
+        queue = make(model, clock, recorder)
+        bad = FakeReady(rows(1), 0, InvalidRequest("nope"))
+        failing = asyncio.ensure_future(queue.submit(bad.inputs, ["y"], ready=bad))
+        await settle()
+        bad.future.set_result(None)
+        with pytest.raises(InvalidRequest):
+            await failing
+        assert model.batches == []
+        assert (await queue.submit(rows(5), ["y"]))[0][:, 0].tolist() == [10]  # still serves
+        # inputs already complete when submitted: finished at once, errors raised directly
+        done = FakeReady(rows(1), 0, InvalidRequest("nope"))
+        done.future.set_result(None)
+        with pytest.raises(InvalidRequest):
+            await queue.submit(done.inputs, ["y"], ready=done)
         await queue.aclose()
 
     run(scenario())
