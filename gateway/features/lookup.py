@@ -57,7 +57,6 @@ class FeatureLookup:
         self.model = model
         self.config = config
         self.entity_input = config.entity_input
-        self._store = store
         self._template = KeyTemplate.parse(config.key, config.entity_input)
         self._fields = tuple(config.fields)
         self._defaults = defaults_vector(config.fields, config.defaults)
@@ -178,6 +177,37 @@ class FeatureLookup:
                 misses.setdefault(key, []).append(index)
         return found, misses
 
+    def completed(
+        self,
+        ids: list[str],
+        rows: list[FeatureRow | None],
+        misses: dict[str, list[int]],
+        waiter: Waiter,
+    ) -> list[FeatureRow]:
+        """``rows`` with the missing ones filled in from the waiter's outcomes (or the
+        fallbacks), and counted by source."""
+        counts = [len(rows), 0, 0]  # local, redis, default; fetched ones moved below
+        outcomes = waiter.outcomes
+        for key, where in misses.items():
+            outcome = outcomes[key]
+            if isinstance(outcome, FeatureRow):
+                row, source = outcome, 1 if outcome.found else 2
+            elif isinstance(outcome, StoreUnavailable):
+                row, source = self._fallback(key, outcome)
+            else:
+                raise outcome
+            for index in where:
+                rows[index] = row
+            if source:
+                counts[0] -= len(where)
+                counts[source] += len(where)
+        for counter, count in zip(self._counters, counts, strict=True):
+            counter.count += count
+        complete: list[FeatureRow] = rows  # type: ignore[assignment]  # every slot is set
+        if self._missing_is_error:
+            self._check_found(ids, complete)
+        return complete
+
     def _fallback(self, key: str, error: StoreUnavailable) -> tuple[FeatureRow, int]:
         """The row to use while the store is unavailable, and its source (0 local,
         2 default)."""
@@ -249,26 +279,4 @@ class PendingRows:
 
     def complete(self) -> list[FeatureRow]:
         """Every row, the fetched ones included; raises what the caller is to be told."""
-        lookup = self._lookup
-        rows = self._rows
-        counts = [len(rows), 0, 0]  # local, redis, default; fetched ones moved below
-        outcomes = self._waiter.outcomes
-        for key, where in self._misses.items():
-            outcome = outcomes[key]
-            if isinstance(outcome, FeatureRow):
-                row, source = outcome, 1 if outcome.found else 2
-            elif isinstance(outcome, StoreUnavailable):
-                row, source = lookup._fallback(key, outcome)
-            else:
-                raise outcome
-            for index in where:
-                rows[index] = row
-            if source:
-                counts[0] -= len(where)
-                counts[source] += len(where)
-        for counter, count in zip(lookup._counters, counts, strict=True):
-            counter.count += count
-        complete: list[FeatureRow] = rows  # type: ignore[assignment]  # every slot is set
-        if lookup._missing_is_error:
-            lookup._check_found(self._ids, complete)
-        return complete
+        return self._lookup.completed(self._ids, self._rows, self._misses, self._waiter)
