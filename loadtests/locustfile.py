@@ -1,0 +1,211 @@
+"""Locust scenarios for the gateway: one user class per endpoint and scenario.
+
+    locust -f loadtests/locustfile.py --headless -u 50 -r 10 -t 60s \
+        --host http://127.0.0.1:8000 \
+        --csv loadtests/results/locust --html loadtests/results/locust.html
+
+Classes (run a subset by naming them after the options, or by tag with ``-T``):
+
+- ``V2JsonUser`` (tag ``v2-json``): digits, v2 infer with JSON tensors;
+- ``V2BinaryUser`` (tag ``v2-binary``): digits, v2 infer with Triton's binary tensors;
+- ``V1PredictUser`` (tag ``v1``): digits, TF-Serving ``:predict`` rows;
+- ``FeatureUser`` (tag ``features``): fraud by entity id only (features looked up);
+- ``StickyABUser`` (tag ``ab``): each simulated user sends its own id in the sticky
+  header; a reply from another version than the user's first is a failure.
+
+Options: ``--entities-file`` (ids for FeatureUser, default models/fraud/entities.csv),
+``--ab-model`` (default digits), ``--sticky-header`` (default x-user-id; the model's
+``[routing] sticky_key``). Images and ids are drawn with a fixed seed per user.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import random
+import struct
+from pathlib import Path
+from typing import Any
+
+import orjson
+from locust import FastHttpUser, between, events, tag, task
+
+ROOT = Path(__file__).resolve().parent.parent
+PIXELS = 64
+_user_numbers = itertools.count(1)
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument(
+        "--entities-file",
+        default=str(ROOT / "models" / "fraud" / "entities.csv"),
+        help="CSV whose first column holds the entity ids for FeatureUser",
+    )
+    parser.add_argument("--ab-model", default="digits", help="model for StickyABUser")
+    parser.add_argument(
+        "--sticky-header", default="x-user-id", help="the model's [routing] sticky_key header"
+    )
+
+
+@events.init.add_listener
+def _only_tagged_users(environment: Any, **_: Any) -> None:
+    """With ``-T TAG``, keep only the user classes that have a task with that tag (Locust
+    itself would still start the others, with no task to run)."""
+    wanted = set(getattr(environment.parsed_options, "tags", None) or ())
+    if wanted:
+        environment.user_classes[:] = [
+            user
+            for user in environment.user_classes
+            if any(getattr(t, "locust_tag_set", set()) & wanted for t in user.tasks)
+        ]
+
+
+def _image(rng: random.Random) -> list[int]:
+    return [rng.randrange(17) for _ in range(PIXELS)]
+
+
+def _v2_json(image: list[int]) -> bytes:
+    return orjson.dumps(
+        {"inputs": [{"name": "pixels", "shape": [1, PIXELS], "datatype": "FP32", "data": image}]}
+    )
+
+
+def _v2_binary(image: list[int]) -> tuple[bytes, str]:
+    """JSON header, then the tensor as little-endian FP32; and the header's length."""
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "shape": [1, PIXELS],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": PIXELS * 4},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    return header + struct.pack(f"<{PIXELS}f", *image), str(len(header))
+
+
+def _check(response: Any, what: str) -> bool:
+    if response.status_code != 200:
+        response.failure(f"{what}: HTTP {response.status_code}: {response.text[:200]}")
+        return False
+    return True
+
+
+class _GatewayUser(FastHttpUser):
+    abstract = True
+    wait_time = between(0.0, 0.01)
+
+    def on_start(self) -> None:
+        self.number = next(_user_numbers)
+        self.rng = random.Random(self.number)
+
+
+class V2JsonUser(_GatewayUser):
+    @tag("v2-json")
+    @task
+    def infer(self) -> None:
+        body = _v2_json(_image(self.rng))
+        with self.client.post(
+            "/v2/models/digits/infer", data=body, name="v2 json digits", catch_response=True
+        ) as response:
+            if _check(response, "v2 json"):
+                outputs = response.json()["outputs"]
+                if outputs[0]["shape"] != [1, 10]:
+                    response.failure(f"unexpected output shape {outputs[0]['shape']}")
+
+
+class V2BinaryUser(_GatewayUser):
+    @tag("v2-binary")
+    @task
+    def infer(self) -> None:
+        body, length = _v2_binary(_image(self.rng))
+        headers = {
+            "Inference-Header-Content-Length": length,
+            "Content-Type": "application/octet-stream",
+        }
+        with self.client.post(
+            "/v2/models/digits/infer",
+            data=body,
+            headers=headers,
+            name="v2 binary digits",
+            catch_response=True,
+        ) as response:
+            if _check(response, "v2 binary") and "Inference-Header-Content-Length" not in (
+                response.headers
+            ):
+                response.failure("binary outputs were asked for, but the reply has no header")
+
+
+class V1PredictUser(_GatewayUser):
+    @tag("v1")
+    @task
+    def predict(self) -> None:
+        body = orjson.dumps({"instances": [_image(self.rng)]})
+        with self.client.post(
+            "/v1/models/digits:predict", data=body, name="v1 predict digits", catch_response=True
+        ) as response:
+            if _check(response, "v1 predict") and len(response.json()["predictions"]) != 1:
+                response.failure("expected one prediction")
+
+
+class FeatureUser(_GatewayUser):
+    """Sends only user ids; the gateway looks the features up ([features] of fraud)."""
+
+    _ids: list[str] = []
+
+    def on_start(self) -> None:
+        super().on_start()
+        if not FeatureUser._ids:
+            path = Path(self.environment.parsed_options.entities_file)
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows = csv.reader(handle)
+                next(rows, None)
+                FeatureUser._ids = [row[0] for row in rows if row]
+
+    @tag("features")
+    @task
+    def infer_by_id(self) -> None:
+        ids = [self.rng.choice(self._ids) for _ in range(self.rng.randint(1, 4))]
+        body = orjson.dumps(
+            {"inputs": [{"name": "user_id", "datatype": "BYTES", "shape": [len(ids)], "data": ids}]}
+        )
+        with self.client.post(
+            "/v2/models/fraud/infer", data=body, name="v2 fraud by user id", catch_response=True
+        ) as response:
+            if _check(response, "features"):
+                shape = response.json()["outputs"][0]["shape"]
+                if shape[0] != len(ids):
+                    response.failure(f"{len(ids)} ids, but {shape[0]} rows came back")
+
+
+class StickyABUser(_GatewayUser):
+    """One caller of an A/B-routed model: its id must keep it on one version."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.version: str | None = None
+
+    @tag("ab")
+    @task
+    def infer_as_myself(self) -> None:
+        options = self.environment.parsed_options
+        headers = {options.sticky_header: f"user-{self.number}"}
+        with self.client.post(
+            f"/v2/models/{options.ab_model}/infer",
+            data=_v2_json(_image(self.rng)),
+            headers=headers,
+            name="v2 sticky a/b",
+            catch_response=True,
+        ) as response:
+            if not _check(response, "sticky a/b"):
+                return
+            version = response.headers.get("x-model-version")
+            if self.version is None:
+                self.version = version
+            elif version != self.version:
+                response.failure(f"user-{self.number} moved from v{self.version} to v{version}")
