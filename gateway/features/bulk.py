@@ -9,18 +9,18 @@ checked first and nothing is written if any row is bad.
 
 from __future__ import annotations
 
-import string
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from redis.exceptions import RedisError
 
+from gateway.features.keys import KeyTemplate, placeholders
 from gateway.features.redis_store import connect, redacted
-from gateway.features.rows import check_numbers, read_rows
+from gateway.features.rows import Row, check_numbers, read_rows
 
 _SHOWN_BAD_ROWS = 20
 
@@ -56,7 +56,7 @@ class LoadReport:
 def id_column(template: str) -> str:
     """The one placeholder of a key template, which names the file's id column."""
     try:
-        names = [n for _, n, _, _ in string.Formatter().parse(template) if n is not None]
+        names = placeholders(template)
     except ValueError as exc:
         raise LoadError(f"--key {template!r} is not a valid template: {exc}") from None
     if len(names) != 1 or not names[0]:
@@ -115,14 +115,15 @@ async def load_file(
     progress: Callable[[int], Progress] | None = None,
 ) -> LoadReport:
     column = id_column(template)
-    placeholder = "{" + column + "}"
+    key_of = KeyTemplate(template, column).key
     report = LoadReport()
     if strict:
         report.bad = [(r.line, r.error) for r in _checked(path, column) if r.error is not None]
         if report.bad:
             report.written = False
             return report
-    bar = progress(count_lines(path)) if progress is not None else None
+    lines = count_lines(path) if progress is not None else 0
+    bar = progress(lines) if progress is not None else None
     client = connect(url)
     started = time.perf_counter()
     try:
@@ -133,7 +134,7 @@ async def load_file(
                 report.bad.append((row.line, row.error))
                 continue
             values = dict(row.values)
-            key = template.replace(placeholder, values.pop(column))
+            key = key_of(values.pop(column))
             pipe.hset(key, mapping=values)
             if ttl_s:
                 pipe.expire(key, ttl_s)
@@ -149,7 +150,7 @@ async def load_file(
             await _flush(pipe, url)
             report.loaded += queued
         if bar is not None:
-            bar.update(count_lines(path))
+            bar.update(lines)
     finally:
         if bar is not None:
             bar.close()
@@ -158,7 +159,7 @@ async def load_file(
     return report
 
 
-def _checked(path: Path, column: str) -> Any:
+def _checked(path: Path, column: str) -> Iterator[Row]:
     try:
         for row in read_rows(path):
             yield check_numbers(row, column)

@@ -23,7 +23,7 @@ class KeyTemplate:
 
     @classmethod
     def parse(cls, template: str, entity: str) -> KeyTemplate:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        names = placeholders(template)
         if names != [entity]:
             raise ValueError(
                 f"key template {template!r} must contain exactly one placeholder, "
@@ -33,6 +33,11 @@ class KeyTemplate:
 
     def key(self, entity_id: str) -> str:
         return self.template.replace("{" + self.entity + "}", entity_id)
+
+
+def placeholders(template: str) -> list[str]:
+    """The ``{name}`` fields of a key template; ValueError if it is malformed."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
 
 
 def parse_values(

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from gateway.errors import FeatureDataInvalid
+from gateway.features.keys import KeyTemplate
 from gateway.features.rows import read_rows
 from gateway.features.vectors import FeatureRow, rows_from_replies
 
@@ -72,12 +73,12 @@ class MemoryStore:
         if (template, entity) in self._indexed:
             return
         self._indexed.add((template, entity))
-        placeholder = "{" + entity + "}"
+        key_of = KeyTemplate(template, entity).key
         for row in self._rows:
             entity_id = row.get(entity)
             if entity_id:
                 fields = {k: v for k, v in row.items() if k != entity}
-                self._hashes.setdefault(template.replace(placeholder, entity_id), {}).update(fields)
+                self._hashes.setdefault(key_of(entity_id), {}).update(fields)
 
     def put(self, key: str, fields: Mapping[str, str]) -> None:
         self._hashes.setdefault(key, {}).update(fields)
