@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
-from gateway.config import Settings
+from gateway.config import Settings, worker_directory
 from gateway.errors import GatewayError
 from gateway.features.store import open_store
 from gateway.http import responses
@@ -25,13 +29,21 @@ from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
 from gateway.routing.shadow import ShadowScheduler
 from gateway.service import InferenceService
+from gateway.workers import WorkerGroup
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
+    """``shared_dir``: the directory of a group of ``settings.workers`` worker processes."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        metrics = Metrics()
+        metrics = Metrics(shared_dir=shared_dir)
+        group = WorkerGroup(shared_dir, settings.workers) if shared_dir is not None else None
         async with AsyncExitStack() as stack:
+            if group is not None:
+                stack.callback(group.left)  # last: after the final flush of its metrics
+                flushing = asyncio.get_running_loop().create_task(metrics.flush_every(1.0))
+                stack.push_async_callback(_cancel, flushing)
             store = open_store(
                 settings.redis_url, settings.features_file, time.monotonic, metrics.redis_error
             )
@@ -52,8 +64,12 @@ def create_app(settings: Settings) -> ASGIApp:
             # the models and everything loaded with them live until shutdown: keep the
             # cyclic garbage collector from scanning them again and again under load
             gc.freeze()
+            if group is not None:
+                group.joined()
             yield {
                 "service": InferenceService(registry),
+                "workers": group,
+                "log_requests": logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
                 "metrics": metrics,
                 "shadows": shadows,
                 "max_body_bytes": settings.max_body_bytes,
@@ -81,4 +97,10 @@ def app_from_environment() -> ASGIApp:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     quiet_float_casts()  # runs in the worker's serve task, before its listening socket
-    return create_app(settings)
+    return create_app(settings, worker_directory())
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -6,6 +6,7 @@ Each field is a ``gateway serve`` flag (``--model-repository``) and a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -14,6 +15,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+# set by `gateway serve --workers N` for its workers; prometheus_client reads it too
+WORKER_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Settings(BaseSettings):
@@ -83,3 +86,10 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             env[f"GATEWAY_{name.upper()}"] = str(value)
         return env
+
+
+def worker_directory() -> Path | None:
+    """The directory this process shares with the other workers of its gateway, or None
+    when it serves alone."""
+    value = os.environ.get(WORKER_DIRECTORY_ENV)
+    return Path(value) if value else None

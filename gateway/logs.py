@@ -21,6 +21,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker, with --workers N
             "message": record.getMessage(),
         }
         # fields passed with extra={...} become keys of their own

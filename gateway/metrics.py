@@ -6,18 +6,31 @@ On the request path, counts go into plain Python numbers (``Tally``, ``Spread``)
 no label lookup, no lock, no bucket scan. They are moved into prometheus_client's
 own metric values whenever the registry is read (``flush``), so the exposition is
 prometheus_client's. All of it runs on the event loop thread.
+
+With several worker processes (``shared_dir``), prometheus_client keeps every value
+in a file per process in that directory, and ``render`` answers the sum over all of
+them; each worker then flushes on a timer too (``flush_every``), since a scrape
+reaches only one of them.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Callable
+import asyncio
+import contextlib
+import platform
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from pathlib import Path
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-T = TypeVar("T", "Tally", "Spread")
+from gateway import __version__
+from gateway.tallies import Spread, Tally
+
+T = TypeVar("T", Tally, Spread)
 DISPATCH_REASONS = ("full", "preferred", "delay", "idle")
 FEATURE_SOURCES = ("local", "redis", "default")
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -46,8 +59,29 @@ LATENCY_BUCKETS = (
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, shared_dir: Path | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.shared_dir = shared_dir
+        # gauges: summed over live workers (depth), or the same in each of them (info)
+        self.build_info = Gauge(
+            "gateway_build_info",
+            "Always 1; the labels say which gateway, Python and onnxruntime are running",
+            ["version", "python", "onnxruntime"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        running = (__version__, platform.python_version(), _onnxruntime_version())
+        self.build_info.labels(*running).set(1)
+        self.model_info = Gauge(
+            "gateway_model_info",
+            "1 for each model version serving (by the sha256 of its model file); a version "
+            "that left is removed (0 with several workers)",
+            ["model", "version", "sha256"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         self.requests = Counter(
             "gateway_requests",
             "Inference requests answered, by the version that answered and status code",
@@ -77,7 +111,11 @@ class Metrics:
             registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "gateway_queue_depth", "Requests waiting for a batch", labels, registry=self.registry
+            "gateway_queue_depth",
+            "Requests waiting for a batch",
+            labels,
+            multiprocess_mode="livesum",
+            registry=self.registry,
         )
         self.queue_duration = Histogram(
             "gateway_queue_duration_seconds",
@@ -158,6 +196,9 @@ class Metrics:
         self._request_children: dict[tuple[str, str, str, int], tuple[Tally, Spread | None]] = {}
         self._unflushed: list[Tally | Spread] = []
         self._feature_children: dict[str, FeatureMetrics] = {}
+        # read when flushed: nothing to do per request
+        self._depths: dict[tuple[str, str], tuple[Gauge, Callable[[], int]]] = {}
+        self._serving: set[tuple[str, str, str]] = set()
 
     def _track(self, instrument: T) -> T:
         self._unflushed.append(instrument)
@@ -167,6 +208,39 @@ class Metrics:
         """Move the counts gathered on the request path into the Prometheus metrics."""
         for instrument in self._unflushed:
             instrument.flush()
+        for gauge, waiting in self._depths.values():
+            gauge.set(waiting())
+
+    async def flush_every(self, seconds: float) -> None:
+        """Flush until cancelled, then once more (for a worker among several)."""
+        try:
+            while True:
+                await asyncio.sleep(seconds)
+                self.flush()
+        finally:
+            self.flush()
+
+    def serving(self, versions: Iterable[tuple[str, int, str]]) -> None:
+        """The (model, version, sha256) now answering requests, after any change."""
+        now = {(model, str(version), sha256) for model, version, sha256 in versions}
+        for labels in now - self._serving:
+            self.model_info.labels(*labels).set(1)
+        for labels in self._serving - now:
+            self._forget(self.model_info, labels)
+        self._serving = now
+        versions_now = {labels[:2] for labels in now}
+        for pair in [k for k in self._depths if k not in versions_now]:
+            del self._depths[pair]
+            self._forget(self.queue_depth, pair)
+
+    def _forget(self, gauge: Gauge, labels: tuple[str, ...]) -> None:
+        if self.shared_dir is not None:  # other workers may still report these labels
+            gauge.labels(*labels).set(0)
+            return
+        try:
+            gauge.remove(*labels)
+        except KeyError:
+            pass
 
     def batch_observer(self, model: str, version: int) -> BatchMetrics:
         return BatchMetrics(self, model, str(version))
@@ -225,7 +299,11 @@ class Metrics:
 
     def render(self) -> bytes:
         self.flush()
-        return generate_latest(self.registry)
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker)
 
 
 class BatchMetrics:
@@ -234,7 +312,8 @@ class BatchMetrics:
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
         track = metrics._track
         self._size = track(Spread(metrics.batch_size.labels(model, version)))
-        self._depth = metrics.queue_depth.labels(model, version)
+        self._metrics = metrics
+        self._labels = (model, version)
         self.waited = track(Spread(metrics.queue_duration.labels(model, version))).observe
         self.ran = track(Spread(metrics.inference_duration.labels(model, version))).observe
         self._reasons = {
@@ -247,8 +326,8 @@ class BatchMetrics:
         self._reasons[reason].count += 1
 
     def track_depth(self, waiting: Callable[[], int]) -> None:
-        # read at scrape time: nothing to do per request
-        self._depth.set_function(waiting)
+        metrics = self._metrics
+        metrics._depths[self._labels] = (metrics.queue_depth.labels(*self._labels), waiting)
 
 
 class FeatureMetrics:
@@ -265,43 +344,24 @@ class FeatureMetrics:
         return self._sources[source]
 
 
-class Tally:
-    """A counter's increments, held until the next flush."""
-
-    __slots__ = ("_child", "count")
-
-    def __init__(self, child: Counter) -> None:
-        self._child = child
-        self.count = 0
-
-    def flush(self) -> None:
-        if self.count:
-            count, self.count = self.count, 0
-            self._child.inc(count)
+def worker_gone(shared_dir: Path, pid: int) -> None:
+    """Stop counting a worker's gauges (its counters and histograms still count)."""
+    mark_process_dead(pid, str(shared_dir))  # type: ignore[no-untyped-call]
 
 
-class Spread:
-    """A histogram's observations, held as bucket counts until the next flush."""
+def workers_with_gauges(shared_dir: Path) -> set[int]:
+    """The pids whose live gauges are in the directory (prometheus_client's file names)."""
+    pids = set()
+    for path in shared_dir.glob("gauge_live*_*.db"):
+        with contextlib.suppress(ValueError):
+            pids.add(int(path.stem.rsplit("_", 1)[1]))
+    return pids
 
-    __slots__ = ("_bounds", "_buckets", "_sum", "counts", "total")
 
-    def __init__(self, child: Histogram) -> None:
-        self._bounds = list(child._upper_bounds)  # ends with +Inf
-        self._buckets = child._buckets
-        self._sum = child._sum
-        self.counts = [0] * len(self._bounds)
-        self.total = 0.0
-
-    def observe(self, amount: float) -> None:
-        self.counts[bisect_left(self._bounds, amount)] += 1
-        self.total += amount
-
-    def flush(self) -> None:
-        counts = self.counts
-        for index, count in enumerate(counts):
-            if count:
-                self._buckets[index].inc(count)
-                counts[index] = 0
-        if self.total:
-            self._sum.inc(self.total)
-        self.total = 0.0
+def _onnxruntime_version() -> str:
+    for distribution in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"

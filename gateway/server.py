@@ -11,8 +11,9 @@ from typing import Any
 import uvicorn
 
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.config import WORKER_DIRECTORY_ENV, Settings
 from gateway.protocol.tensors import quiet_float_casts
+from gateway.workers import shared_directory
 
 
 class GatewayServer(uvicorn.Server):
@@ -49,8 +50,9 @@ def run(settings: Settings) -> None:
     if settings.workers == 1:
         GatewayServer(uvicorn.Config(create_app(settings), **options)).run()
         return
-    # each worker process rebuilds the same Settings from the environment
-    os.environ.update(settings.to_environment())
-    uvicorn.run(
-        "gateway.app:app_from_environment", factory=True, workers=settings.workers, **options
-    )
+    with shared_directory() as directory:
+        # each worker process rebuilds the same Settings from the environment
+        os.environ.update({**settings.to_environment(), WORKER_DIRECTORY_ENV: str(directory)})
+        uvicorn.run(
+            "gateway.app:app_from_environment", factory=True, workers=settings.workers, **options
+        )

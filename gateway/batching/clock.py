@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -22,13 +23,17 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running event loop's monotonic clock and timers."""
+    """The monotonic clock, with the running event loop's timers.
+
+    Not ``loop.time()``: uvloop's counts whole milliseconds, cached per loop turn, and
+    queue and inference times are often well under a millisecond.
+    """
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
 
     def now(self) -> float:
-        return self._loop.time()
+        return time.monotonic()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
-        return self._loop.call_at(when, callback)
+        return self._loop.call_later(max(0.0, when - time.monotonic()), callback)

@@ -51,6 +51,7 @@ from gateway.batching.request import (
     finish_ready,
     hand_back,
     hung_up,
+    record_run,
     total_rows,
     unready,
 )
@@ -148,9 +149,9 @@ class BatchQueue:
         if self._free and not self._line.count and not self._expected and ready is None:
             # an idle instance and nothing to wait for: this request is the batch, run
             # straight from here (no queue entry, no extra turn of the event loop)
-            return await self._run_alone(inputs, names, rows)
+            return await self._run_alone(inputs, names, rows, ticket)
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        request = QueuedRequest(inputs, names, rows, key, future, clock.now(), gone, ready)
+        request = QueuedRequest(inputs, names, rows, key, future, clock.now(), gone, ready, ticket)
         timeout = timeout_s if timeout_s is not None else policy.default_timeout_s
         if timeout:
             request.timer = clock.call_at(
@@ -218,7 +219,11 @@ class BatchQueue:
         return batch, "delay" if held and now >= until else "idle"
 
     async def _run_alone(
-        self, inputs: Mapping[str, np.ndarray], names: tuple[str, ...], rows: int
+        self,
+        inputs: Mapping[str, np.ndarray],
+        names: tuple[str, ...],
+        rows: int,
+        ticket: Ticket | None,
     ) -> list[np.ndarray]:
         assert self._clock is not None
         instance = self._free.pop()
@@ -232,7 +237,10 @@ class BatchQueue:
         run.add_done_callback(partial(self._release, instance))
         outputs = await asyncio.shield(run)
         check_outputs(outputs, names, rows, False)
-        self._observer.ran(self._clock.now() - started)
+        ran = self._clock.now() - started
+        self._observer.ran(ran)
+        if ticket is not None:
+            ticket.queued_s, ticket.ran_s = 0.0, ran
         return outputs
 
     def _release(self, instance: int, run: asyncio.Future[list[np.ndarray]]) -> None:
@@ -282,7 +290,10 @@ class BatchQueue:
             request.state = State.RUNNING
             if request.timer is not None:
                 request.timer.cancel()
-            self._observer.waited(now - request.queued_at)
+            waited = now - request.queued_at
+            self._observer.waited(waited)
+            if request.ticket is not None:
+                request.ticket.queued_s = waited
         self._observer.dispatched(total_rows(live), reason)
         waiting = unready(live)
         started = [now]  # when the model run starts: after the wait for inputs, if any
@@ -338,7 +349,9 @@ class BatchQueue:
             except Exception as exc:
                 fail_all(batch, exc)
             else:
-                self._observer.ran(self._clock.now() - started[0])
+                ran = self._clock.now() - started[0]
+                self._observer.ran(ran)
+                record_run(batch, ran)
                 hand_back(batch, outputs)
         self._pump()
         self._check_drained()

@@ -11,6 +11,7 @@ import numpy as np
 
 from gateway.batching.assemble import split_rows
 from gateway.batching.clock import Timer
+from gateway.batching.ticket import Ticket
 from gateway.errors import ClientGone
 
 
@@ -44,6 +45,7 @@ class QueuedRequest:
         "state",
         "gone",
         "ready",
+        "ticket",
     )
 
     def __init__(
@@ -56,9 +58,11 @@ class QueuedRequest:
         queued_at: float,
         gone: Callable[[], bool] | None,
         ready: Ready | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
         self.gone = gone
         self.ready = ready
+        self.ticket = ticket
         self.inputs = inputs
         self.outputs = outputs
         self.rows = rows
@@ -92,6 +96,12 @@ def hand_back(batch: list[QueuedRequest], outputs: list[np.ndarray]) -> None:
     for request, part in zip(batch, parts, strict=True):
         if not request.future.done():
             request.future.set_result(part)
+
+
+def record_run(batch: list[QueuedRequest], seconds: float) -> None:
+    for request in batch:
+        if request.ticket is not None:
+            request.ticket.ran_s = seconds
 
 
 def fail_all(batch: list[QueuedRequest], exc: BaseException) -> None:

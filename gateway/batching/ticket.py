@@ -10,12 +10,19 @@ class Announced(Protocol):
 
 
 class Ticket:
-    """An announced request: while unredeemed, a batch being cut may wait a little for it."""
+    """An announced request: while unredeemed, a batch being cut may wait a little for it.
 
-    __slots__ = ("_queue",)
+    Once the request has run, the ticket also tells how long it waited in the queue and
+    how long its batch ran (seconds; None where it never got that far): the per-request
+    log reports both.
+    """
+
+    __slots__ = ("_queue", "queued_s", "ran_s")
 
     def __init__(self, queue: Announced) -> None:
         self._queue: Announced | None = queue
+        self.queued_s: float | None = None
+        self.ran_s: float | None = None
         queue.announce(1)
 
     def release(self) -> None:

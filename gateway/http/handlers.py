@@ -13,6 +13,7 @@ from gateway.http.responses import error_response, json_response
 from gateway.metrics import Metrics
 from gateway.repository.registry import ServedModel
 from gateway.service import InferenceService
+from gateway.workers import WorkerGroup
 
 log = logging.getLogger("gateway.http")
 
@@ -30,6 +31,10 @@ async def live(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     state = request.state.service.registry.state
     is_ready = state.loaded and any(m.ready for m in state.models.values())
+    workers: WorkerGroup | None = request.state.workers
+    if is_ready and workers is not None and not workers.all_ready():
+        # this worker is, but a load balancer would reach only some of the processes
+        is_ready = False
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 

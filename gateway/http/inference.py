@@ -32,6 +32,7 @@ from gateway.repository.version import ModelVersion
 from gateway.service import InferenceService, Route
 
 log = logging.getLogger("gateway.http")
+request_log = logging.getLogger("gateway.requests")
 
 _JSON = b"application/json"
 _OCTET_STREAM = b"application/octet-stream"
@@ -138,12 +139,24 @@ class InferenceEndpoint:
             if isinstance(exc, QueueFull):
                 response_headers.append((b"retry-after", str(exc.retry_after_s).encode()))
             if status >= 500:
-                log.warning("request %s to %s failed: %s", request_id.decode(), model, exc.message)
+                log.warning(
+                    "request %s to %s failed: %s",
+                    request_id.decode("latin-1"),
+                    model,
+                    exc.message,
+                    extra={"request_id": request_id.decode("latin-1"), "status": status},
+                )
         except Exception:
-            log.exception("request %s to %s failed unexpectedly", request_id.decode(), model)
+            log.exception(
+                "request %s to %s failed unexpectedly",
+                request_id.decode("latin-1"),
+                model,
+                extra={"request_id": request_id.decode("latin-1"), "status": 500},
+            )
             status, media_type = 500, _JSON
             payload = error_body(
-                f"internal error (request id {request_id.decode()}); the gateway log has details"
+                f"internal error (request id {request_id.decode('latin-1')}); the gateway log has "
+                "details"
             )
         finally:
             if ticket is not None:
@@ -158,7 +171,10 @@ class InferenceEndpoint:
             route.mirror.request_id = request_id.decode("latin-1")
             state["shadows"].try_spawn(route.mirror)
         known = model if model in service.registry.state.models else ""
-        metrics.request_done(known, label, self.protocol, status, perf_counter() - started)
+        elapsed = perf_counter() - started
+        metrics.request_done(known, label, self.protocol, status, elapsed)
+        if state["log_requests"]:
+            log_request(request_id, model, label, self.protocol, status, elapsed, ticket)
 
 
 # generated ids: a random per-process prefix and a counter, unique without a syscall
@@ -168,6 +184,39 @@ _id_counter = itertools.count(1)
 
 def _new_request_id() -> bytes:
     return f"{_ID_PREFIX}-{next(_id_counter):x}".encode()
+
+
+def log_request(
+    request_id: bytes,
+    model: str,
+    version: str,
+    protocol: str,
+    status: int,
+    seconds: float,
+    ticket: Ticket | None,
+) -> None:
+    """One line per request (debug level): with --log-format json, every field a key."""
+    queued = None if ticket is None or ticket.queued_s is None else ticket.queued_s * 1000
+    ran = None if ticket is None or ticket.ran_s is None else ticket.ran_s * 1000
+    request_log.debug(
+        "%s %s v%s %s %d in %.2f ms",
+        protocol,
+        model,
+        version or "-",
+        request_id.decode("latin-1"),
+        status,
+        seconds * 1000,
+        extra={
+            "request_id": request_id.decode("latin-1"),
+            "model": model,
+            "version": version,
+            "protocol": protocol,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "queue_ms": None if queued is None else round(queued, 3),
+            "inference_ms": None if ran is None else round(ran, 3),
+        },
+    )
 
 
 def error_body(message: str) -> bytes:

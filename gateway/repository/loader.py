@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
@@ -36,6 +36,7 @@ class RegistryObserver(Protocol):
     def model_loaded(self, model: str, version: int | None, outcome: str) -> None: ...
     def batch_observer(self, model: str, version: int) -> BatchObserver: ...
     def feature_observer(self, model: str) -> FeatureObserver: ...
+    def serving(self, versions: Iterable[tuple[str, int, str]]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ class ModelRegistry:
     ) -> None:
         self.root = root
         self.state: RepositoryState = _EMPTY
+        self._observer = observer
         self._loader = ModelLoader(observer, feature_store)
         self._drain_timeout_s = drain_timeout_s
         # loading is slow and runs off the event loop, one model at a time
@@ -82,7 +83,7 @@ class ModelRegistry:
         """Let every version finish its queued and running requests, then release it all."""
         models = list(self.state.models.values())
         versions = [v for m in models for v in m.versions.values()]
-        self.state = _EMPTY
+        self._publish(_EMPTY)
         await asyncio.gather(*self._retiring, *(v.aclose() for v in versions))
         await asyncio.gather(*(m.features.aclose() for m in models if m.features is not None))
         self._thread.shutdown(wait=False, cancel_futures=True)
@@ -92,10 +93,19 @@ class ModelRegistry:
         for model in self.state.models.values():
             for version in model.versions.values():
                 version.release()
-        self.state = _EMPTY
+        self._publish(_EMPTY)
         self._thread.shutdown(wait=False, cancel_futures=True)
 
     # -- changing what serves --------------------------------------------------------
+
+    def _publish(self, state: RepositoryState) -> None:
+        self.state = state
+        if self._observer is not None:
+            self._observer.serving(
+                (v.info.model, v.info.version, v.info.sha256)
+                for m in state.models.values()
+                for v in m.versions.values()
+            )
 
     async def load(self) -> RepositoryState:
         """Scan and load the whole repository, then make it the serving state."""
@@ -152,7 +162,7 @@ class ModelRegistry:
             )
             models = dict(self.state.models)
             models[name] = stopped
-            self.state = replace(self.state, models=MappingProxyType(models))
+            self._publish(replace(self.state, models=MappingProxyType(models)))
             self._retire(list(served.versions.values()))
 
     async def set_routing(self, name: str, plan: RoutePlan) -> ServedModel:
@@ -167,8 +177,8 @@ class ModelRegistry:
                     f"(loaded versions: {loaded})"
                 )
             changed = replace(served, routing=plan if plan.active else None)
-            self.state = replace(
-                self.state, models=MappingProxyType({**self.state.models, name: changed})
+            self._publish(
+                replace(self.state, models=MappingProxyType({**self.state.models, name: changed}))
             )
             return changed
 
@@ -203,7 +213,7 @@ class ModelRegistry:
             log.info("model %s left the repository; unloading it", name)
         for problem in scan.skipped:
             log.warning("skipped %s", problem)
-        self.state = RepositoryState(MappingProxyType(models), tuple(scan.skipped))
+        self._publish(RepositoryState(MappingProxyType(models), tuple(scan.skipped)))
         self._retire(retired)
 
     def _retire(self, versions: list[ModelVersion]) -> None:

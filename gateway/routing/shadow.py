@@ -100,7 +100,14 @@ class ShadowScheduler:
             self._write(job, None, None, exc.message)
             return
         except Exception as exc:  # a broken shadow is data, not an outage
-            log.warning("shadow %s v%s failed: %s", job.model, shadow, exc)
+            log.warning(
+                "shadow %s v%s failed on request %s: %s",
+                job.model,
+                shadow,
+                job.request_id,
+                exc,
+                extra={"request_id": job.request_id},
+            )
             self._observer.shadow_done(job.model, job.primary, shadow, None, None)
             self._write(job, None, None, str(exc))
             return

@@ -39,7 +39,7 @@ def test_starlette_only_in_the_http_layer_and_app() -> None:
 
 
 def test_prometheus_only_in_metrics() -> None:
-    assert _where("prometheus_client") == {"metrics.py"}
+    assert _where("prometheus_client") == {"metrics.py", "tallies.py"}
 
 
 def test_environment_read_only_by_config() -> None:

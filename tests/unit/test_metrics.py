@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from gateway.metrics import LATENCY_BUCKETS, Metrics, Spread, Tally
+from gateway.metrics import LATENCY_BUCKETS, Metrics
+from gateway.tallies import Spread, Tally
 
 VALUES = [0.0, 0.00005, 0.0001, 0.00025, 0.0003, 0.004, 0.01, 0.5, 3.0, 10.0, 11.0, 1e9]
 
