@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import platform
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from gateway import __version__
 from gateway.metrics import LATENCY_BUCKETS, Metrics
 from gateway.tallies import Spread, Tally
 
@@ -63,3 +69,68 @@ def test_request_and_batch_metrics() -> None:
     assert get("gateway_queue_duration_seconds_count", labels) == 1
     assert get("gateway_inference_duration_seconds_sum", labels) == 0.003
     assert get("gateway_queue_depth", labels) == 5
+
+
+def test_build_info_names_what_runs() -> None:
+    metrics = Metrics()
+    samples = [
+        s for m in metrics.registry.collect() if m.name == "gateway_build_info" for s in m.samples
+    ]
+    assert len(samples) == 1 and samples[0].value == 1
+    assert samples[0].labels["version"] == __version__
+    assert samples[0].labels["python"] == platform.python_version()
+    assert samples[0].labels["onnxruntime"] not in ("", "unknown")
+
+
+def test_model_info_follows_what_serves() -> None:
+    metrics = Metrics()
+    get = metrics.registry.get_sample_value
+    depth = metrics.batch_observer("m", 1)
+    depth.track_depth(lambda: 3)
+    metrics.serving([("m", 1, "aaa"), ("m", 2, "bbb")])
+    metrics.flush()
+    assert get("gateway_model_info", {"model": "m", "version": "1", "sha256": "aaa"}) == 1
+    assert get("gateway_model_info", {"model": "m", "version": "2", "sha256": "bbb"}) == 1
+    assert get("gateway_queue_depth", {"model": "m", "version": "1"}) == 3
+    # version 1 replaced by a new file, version 2 gone
+    metrics.serving([("m", 1, "ccc")])
+    metrics.flush()
+    assert get("gateway_model_info", {"model": "m", "version": "1", "sha256": "aaa"}) is None
+    assert get("gateway_model_info", {"model": "m", "version": "2", "sha256": "bbb"}) is None
+    assert get("gateway_model_info", {"model": "m", "version": "1", "sha256": "ccc"}) == 1
+    assert get("gateway_queue_depth", {"model": "m", "version": "1"}) == 3
+    metrics.serving([])
+    metrics.flush()
+    assert get("gateway_queue_depth", {"model": "m", "version": "1"}) is None
+
+
+def test_several_workers_leave_zeros_not_gaps(tmp_path: Path) -> None:
+    # another worker may still serve a version this one dropped: a gauge it cannot
+    # remove from the shared files is set to 0
+    metrics = Metrics(shared_dir=tmp_path)
+    metrics.serving([("m", 1, "aaa")])
+    metrics.serving([])
+    labels = {"model": "m", "version": "1", "sha256": "aaa"}
+    assert metrics.registry.get_sample_value("gateway_model_info", labels) == 0
+
+
+def test_flush_every_flushes_until_cancelled() -> None:
+    asyncio.run(_flush_every_flushes_until_cancelled())
+
+
+async def _flush_every_flushes_until_cancelled() -> None:
+    metrics = Metrics()
+    flushing = asyncio.get_running_loop().create_task(metrics.flush_every(0.01))
+    metrics.request_done("m", "1", "v2", 200, 0.001)
+    labels = {"model": "m", "version": "1", "protocol": "v2", "code": "200"}
+    for _ in range(200):
+        if metrics.registry.get_sample_value("gateway_requests_total", labels) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert metrics.registry.get_sample_value("gateway_requests_total", labels) == 1
+    metrics.request_done("m", "1", "v2", 200, 0.001)
+    flushing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flushing
+    # the last counts are flushed on the way out
+    assert metrics.registry.get_sample_value("gateway_requests_total", labels) == 2

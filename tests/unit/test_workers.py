@@ -1,0 +1,55 @@
+"""WorkerGroup: readiness marks and what dead workers leave behind, in a real directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.workers import WorkerGroup, shared_directory
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_ready_only_when_every_worker_has_joined(tmp_path: Path) -> None:
+    # this test process stands for both workers: two pids that are alive
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        first = WorkerGroup(tmp_path, size=2)
+        second = WorkerGroup(tmp_path, size=2, pid=other.pid)
+        first.joined()
+        assert not first.all_ready() and not second.all_ready()
+        second.joined()
+        assert first.all_ready() and second.all_ready()
+        second.left()
+        assert not first.all_ready()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_dead_worker_does_not_count_and_is_cleaned_up(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    (tmp_path / f"ready-{dead}").touch()
+    (tmp_path / f"gauge_livesum_{dead}.db").write_bytes(b"")
+    (tmp_path / f"counter_{dead}.db").write_bytes(b"")
+    group = WorkerGroup(tmp_path, size=2)
+    assert not group.all_ready()  # its mark is there, but it is gone
+    group.joined()
+    assert not (tmp_path / f"ready-{dead}").exists()
+    assert not (tmp_path / f"gauge_livesum_{dead}.db").exists()
+    # what it counted before it died still counts
+    assert (tmp_path / f"counter_{dead}.db").exists()
+    group.size = 1
+    assert group.all_ready()
+
+
+def test_shared_directory_is_removed_afterwards() -> None:
+    with shared_directory() as path:
+        (path / "counter_1.db").write_bytes(b"x")
+        assert path.is_dir()
+    assert not path.exists()
