@@ -199,13 +199,15 @@ def log_request(
     queued = None if ticket is None or ticket.queued_s is None else ticket.queued_s * 1000
     ran = None if ticket is None or ticket.ran_s is None else ticket.ran_s * 1000
     request_log.debug(
-        "%s %s v%s %s %d in %.2f ms",
+        "%s %s v%s %s %d in %.2f ms (queue %s ms, inference %s ms)",
         protocol,
         model,
         version or "-",
         request_id.decode("latin-1"),
         status,
         seconds * 1000,
+        "-" if queued is None else f"{queued:.2f}",
+        "-" if ran is None else f"{ran:.2f}",
         extra={
             "request_id": request_id.decode("latin-1"),
             "model": model,
