@@ -65,7 +65,11 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
             # cyclic garbage collector from scanning them again and again under load
             gc.freeze()
             if group is not None:
-                group.joined()
+                group.joined(registry.state.ready)
+                reporting = asyncio.get_running_loop().create_task(
+                    group.report_every(1.0, lambda: registry.state.ready)
+                )
+                stack.push_async_callback(_cancel, reporting)
             yield {
                 "service": InferenceService(registry),
                 "workers": group,

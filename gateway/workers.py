@@ -10,11 +10,12 @@ send it to fewer processes than it was told.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gateway.metrics import worker_gone, workers_with_gauges
@@ -41,11 +42,23 @@ class WorkerGroup:
         self.pid = os.getpid() if pid is None else pid
         self._mark = directory / f"{_READY_PREFIX}{self.pid}"
 
-    def joined(self) -> None:
-        """This worker has loaded its models; also clears what dead workers left."""
+    def joined(self, ready: bool) -> None:
+        """This worker has loaded its repository; also clears what dead workers left."""
         for pid in self._dead_pids():
             self._forget(pid)
-        self._mark.touch()
+        self.report(ready)
+
+    def report(self, ready: bool) -> None:
+        """Whether this worker can answer (its models may fail or leave later)."""
+        if ready:
+            self._mark.touch()
+        else:
+            self._mark.unlink(missing_ok=True)
+
+    async def report_every(self, seconds: float, ready: Callable[[], bool]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.report(ready())
 
     def left(self) -> None:
         """This worker is shutting down (its gauges no longer count)."""

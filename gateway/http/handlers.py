@@ -29,8 +29,7 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    state = request.state.service.registry.state
-    is_ready = state.loaded and any(m.ready for m in state.models.values())
+    is_ready = request.state.service.registry.state.ready
     workers: WorkerGroup | None = request.state.workers
     if is_ready and workers is not None and not workers.all_ready():
         # this worker is, but a load balancer would reach only some of the processes

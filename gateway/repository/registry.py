@@ -38,6 +38,11 @@ class RepositoryState:
     loaded: bool = True
 
     @property
+    def ready(self) -> bool:
+        """Loaded, and some model can answer."""
+        return self.loaded and any(m.ready for m in self.models.values())
+
+    @property
     def problems(self) -> list[str]:
         found = list(self.skipped)
         for model in self.models.values():

@@ -21,10 +21,14 @@ def test_ready_only_when_every_worker_has_joined(tmp_path: Path) -> None:
     try:
         first = WorkerGroup(tmp_path, size=2)
         second = WorkerGroup(tmp_path, size=2, pid=other.pid)
-        first.joined()
+        first.joined(ready=True)
         assert not first.all_ready() and not second.all_ready()
-        second.joined()
+        second.joined(ready=True)
         assert first.all_ready() and second.all_ready()
+        second.report(ready=False)  # e.g. its only model failed a reload
+        assert not first.all_ready()
+        second.report(ready=True)
+        assert first.all_ready()
         second.left()
         assert not first.all_ready()
     finally:
@@ -39,13 +43,20 @@ def test_a_dead_worker_does_not_count_and_is_cleaned_up(tmp_path: Path) -> None:
     (tmp_path / f"counter_{dead}.db").write_bytes(b"")
     group = WorkerGroup(tmp_path, size=2)
     assert not group.all_ready()  # its mark is there, but it is gone
-    group.joined()
+    group.joined(ready=True)
     assert not (tmp_path / f"ready-{dead}").exists()
     assert not (tmp_path / f"gauge_livesum_{dead}.db").exists()
     # what it counted before it died still counts
     assert (tmp_path / f"counter_{dead}.db").exists()
     group.size = 1
     assert group.all_ready()
+
+
+def test_a_worker_with_nothing_to_serve_does_not_mark_itself(tmp_path: Path) -> None:
+    group = WorkerGroup(tmp_path, size=1)
+    group.joined(ready=False)
+    assert not group.all_ready()
+    assert not list(tmp_path.glob("ready-*"))
 
 
 def test_shared_directory_is_removed_afterwards() -> None:
