@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 
@@ -223,3 +224,25 @@ def test_queue_full(gateway: RunningGateway) -> None:
     rejected = next(r for r in results if r.status_code == 429)
     assert rejected.headers["retry-after"] == "1"
     assert "max_queue_size = 2" in _error(rejected, 429)
+
+
+def test_server_side_failures_are_logged_with_the_request_id(
+    client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.http")
+    response = client.post(
+        "/v2/models/broken/infer", content=b"{}", headers={"x-request-id": "warn-me-1"}
+    )
+    assert response.status_code == 503
+    assert response.headers["x-request-id"] == "warn-me-1"
+    # a caller's own mistake (4xx) is not the operator's warning
+    response = client.post(
+        "/v2/models/digits/infer", content=b"{", headers={"x-request-id": "quiet-1"}
+    )
+    assert response.status_code == 400
+    records = [r for r in caplog.records if getattr(r, "request_id", None) == "warn-me-1"]
+    assert len(records) == 1
+    assert records[0].levelno == logging.WARNING
+    assert "warn-me-1" in records[0].getMessage()
+    assert getattr(records[0], "status", None) == 503
+    assert not [r for r in caplog.records if getattr(r, "request_id", None) == "quiet-1"]

@@ -105,6 +105,10 @@ def test_metrics_are_the_sum_over_workers(two_workers: TwoWorkers) -> None:
         sent += _send_round(two_workers.url)
         if len(two_workers.requests_by_pid()) == 2:
             break
+    # a request's log line is written just after its response is sent
+    deadline = time.monotonic() + 10
+    while sum(two_workers.requests_by_pid().values()) < sent and time.monotonic() < deadline:
+        time.sleep(0.05)
     by_pid = two_workers.requests_by_pid()
     assert len(by_pid) == 2, f"all requests reached one worker: {by_pid}"
     assert sum(by_pid.values()) == sent
