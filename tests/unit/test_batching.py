@@ -614,3 +614,29 @@ def test_close_drains_then_refuses() -> None:
         assert [r[0][0, 0] for r in await asyncio.gather(*tasks)] == [2, 4, 6]
 
     run(scenario())
+
+
+def test_tickets_tell_how_long_their_request_waited_and_ran() -> None:
+    async def scenario() -> None:
+        model, clock, recorder = FakeModel(), FakeClock(), Recorder()
+        queue = make(model, clock, recorder)
+        alone = queue.expect()
+        first = asyncio.ensure_future(queue.submit(rows(1), ["y"], ticket=alone))
+        await settle()
+        queued = queue.expect()
+        second = asyncio.ensure_future(queue.submit(rows(2), ["y"], ticket=queued))
+        await settle()
+        assert (queued.queued_s, queued.ran_s) == (None, None)  # not run yet
+        await clock.advance(0.003)
+        model.release_first()
+        await first
+        assert alone.queued_s == 0.0 and alone.ran_s == pytest.approx(0.003)
+        await settle()
+        assert queued.queued_s == pytest.approx(0.003) and queued.ran_s is None
+        await clock.advance(0.002)
+        model.release()
+        await second
+        assert queued.ran_s == pytest.approx(0.002)
+        await queue.aclose()
+
+    run(scenario())
