@@ -9,11 +9,8 @@ request id must then be absent from that log.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,8 +21,8 @@ import orjson
 import pytest
 
 from tests import onnx_models
-from tests.conftest import EXAMPLES, ROOT
-from tests.integration.test_cli_serve import _free_port, _wait_ready
+from tests.conftest import EXAMPLES
+from tests.gateway_process import serving
 
 pytestmark = pytest.mark.integration
 
@@ -103,55 +100,33 @@ def test_sigterm_under_load_fails_no_accepted_request(workers: int, tmp_path: Pa
     repository = _repository(tmp_path / "models")
     shadow_log = tmp_path / "shadow.jsonl"
     log_path = tmp_path / "gateway.log"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where the workers' directory goes
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--model-repository",
-        str(repository),
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--shadow-log",
-        str(shadow_log),
-        "--log-level",
-        "debug",
-        "--log-format",
-        "json",
-        "--drain-timeout",
-        "30",
-    ]
+    args = ["--model-repository", str(repository), "--workers", str(workers)]
+    args += ["--shadow-log", str(shadow_log), "--log-level", "debug", "--log-format", "json"]
+    args += ["--drain-timeout", "30"]
     outcomes = Outcomes()
     stop = threading.Event()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # TMPDIR: where the workers' shared directory goes
+    with serving(args, log_path, env={"TMPDIR": str(tmp_path)}) as gateway:
         try:
-            _wait_ready(url, process)
             deadline = time.monotonic() + 60
             clients = [
-                threading.Thread(target=_client_loop, args=(url, i, stop, outcomes, deadline))
+                threading.Thread(
+                    target=_client_loop, args=(gateway.url, i, stop, outcomes, deadline)
+                )
                 for i in range(CLIENTS)
             ]
             for thread in clients:
                 thread.start()
             time.sleep(LOAD_BEFORE_SIGNAL_S)
             signalled_at = time.monotonic()
-            process.send_signal(signal.SIGTERM)
+            gateway.process.send_signal(signal.SIGTERM)
             time.sleep(LOAD_AFTER_SIGNAL_S)
-            returncode = process.wait(timeout=60)
+            returncode = gateway.process.wait(timeout=60)
             stop.set()
             for thread in clients:
                 thread.join(timeout=60)
         finally:
             stop.set()
-            if process.poll() is None:
-                process.kill()
-                process.wait()
 
     lines = [orjson.loads(line) for line in log_path.read_bytes().splitlines() if line.strip()]
     handled = {

@@ -7,7 +7,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,8 +17,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT, metric_value
-from tests.integration.test_cli_serve import _free_port, _wait_ready
+from tests.conftest import EXAMPLES, metric_value
+from tests.gateway_process import serving
 
 pytestmark = pytest.mark.integration
 
@@ -51,24 +50,13 @@ class TwoWorkers:
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWorkers]:
     tmp = tmp_path_factory.mktemp("workers")
-    port = _free_port()
-    log_path = tmp / "gateway.log"
-    command = [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", "2"]
-    command += ["--log-level", "debug", "--log-format", "json"]
-    env = {**os.environ, "TMPDIR": str(tmp)}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, process)
-        yield TwoWorkers(process, url, log_path)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-        assert not list(tmp.glob("gateway-workers-*"))  # the shared directory went too
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    args = ["--workers", "2", "--log-level", "debug", "--log-format", "json"]
+    # TMPDIR: where the workers' shared directory goes
+    with serving(args, tmp / "gateway.log", env={"TMPDIR": str(tmp)}) as gateway:
+        yield TwoWorkers(gateway.process, gateway.url, gateway.log)
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(timeout=60) == 0
+    assert not list(tmp.glob("gateway-workers-*"))  # the shared directory went too
 
 
 def _send_round(url: str) -> int:
