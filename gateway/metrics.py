@@ -237,10 +237,8 @@ class Metrics:
         if self.shared_dir is not None:  # other workers may still report these labels
             gauge.labels(*labels).set(0)
             return
-        try:
+        with contextlib.suppress(KeyError):
             gauge.remove(*labels)
-        except KeyError:
-            pass
 
     def batch_observer(self, model: str, version: int) -> BatchMetrics:
         return BatchMetrics(self, model, str(version))

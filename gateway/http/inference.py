@@ -139,25 +139,24 @@ class InferenceEndpoint:
             if isinstance(exc, QueueFull):
                 response_headers.append((b"retry-after", str(exc.retry_after_s).encode()))
             if status >= 500:
+                rid = request_id.decode("latin-1")
                 log.warning(
                     "request %s to %s failed: %s",
-                    request_id.decode("latin-1"),
+                    rid,
                     model,
                     exc.message,
-                    extra={"request_id": request_id.decode("latin-1"), "status": status},
+                    extra={"request_id": rid, "status": status},
                 )
         except Exception:
+            rid = request_id.decode("latin-1")
             log.exception(
                 "request %s to %s failed unexpectedly",
-                request_id.decode("latin-1"),
+                rid,
                 model,
-                extra={"request_id": request_id.decode("latin-1"), "status": 500},
+                extra={"request_id": rid, "status": 500},
             )
             status, media_type = 500, _JSON
-            payload = error_body(
-                f"internal error (request id {request_id.decode('latin-1')}); the gateway log has "
-                "details"
-            )
+            payload = error_body(f"internal error (request id {rid}); the gateway log has details")
         finally:
             if ticket is not None:
                 ticket.release()
@@ -198,18 +197,19 @@ def log_request(
     """One line per request (debug level): with --log-format json, every field a key."""
     queued = None if ticket is None or ticket.queued_s is None else ticket.queued_s * 1000
     ran = None if ticket is None or ticket.ran_s is None else ticket.ran_s * 1000
+    rid = request_id.decode("latin-1")
     request_log.debug(
         "%s %s v%s %s %d in %.2f ms (queue %s ms, inference %s ms)",
         protocol,
         model,
         version or "-",
-        request_id.decode("latin-1"),
+        rid,
         status,
         seconds * 1000,
         "-" if queued is None else f"{queued:.2f}",
         "-" if ran is None else f"{ran:.2f}",
         extra={
-            "request_id": request_id.decode("latin-1"),
+            "request_id": rid,
             "model": model,
             "version": version,
             "protocol": protocol,
