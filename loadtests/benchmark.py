@@ -43,6 +43,7 @@ SERVERS = {
     "gateway-nobatch": "gateway, batching off",
     "naive": "naive Starlette server",
 }
+BASELINE = "baseline"  # the gateway of --baseline REF, batching on
 DEFAULT_RATES = {"mlp": [2000, 5000, 10000], "wide": [1000, 2500, 3500]}
 
 
@@ -71,8 +72,15 @@ def _pinned(cpu: str, command: list[str]) -> list[str]:
 
 
 def _start_server(
-    kind: str, repository: Path, port: int, cpu: str, extra: Sequence[str] = ()
+    kind: str,
+    repository: Path,
+    port: int,
+    cpu: str,
+    extra: Sequence[str] = (),
+    source: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
+    """``source``: the tree whose ``gateway`` package is served (another commit's, for
+    --baseline), imported ahead of the installed one."""
     python = sys.executable
     if kind == "naive":
         command = [python, str(HERE / "naive_server.py"), str(repository), "--port", str(port)]
@@ -90,7 +98,8 @@ def _start_server(
             "warning",
             *extra,
         ]
-    process = subprocess.Popen(_pinned(cpu, command), cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    process = subprocess.Popen(_pinned(cpu, command), cwd=source, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -199,6 +208,19 @@ def _bodies(directory: Path, models: list[str]) -> dict[str, Path]:
     return paths
 
 
+def export_tree(ref: str, destination: Path) -> Path:
+    """The files of commit ``ref`` of this repository, for serving its gateway side by side
+    with the working tree's."""
+    destination.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "gateway"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
+    return destination
+
+
 def run_benchmark(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as scratch:
@@ -208,12 +230,22 @@ def run_benchmark(args: argparse.Namespace) -> list[Row]:
             "gateway-nobatch": write_repository(base / "nobatch", 0),
         }
         repositories["naive"] = repositories["gateway-nobatch"]
+        repositories[BASELINE] = repositories["gateway"]
+        sources = {server: ROOT for server in repositories}
+        servers = list(args.servers)
+        if args.baseline:
+            sources[BASELINE] = export_tree(args.baseline, base / "baseline-source")
+            # next to the gateway it is compared with, so both run in the same minutes
+            where = servers.index("gateway") + 1 if "gateway" in servers else 0
+            servers.insert(where, BASELINE)
         bodies = _bodies(base, args.models)
         print(f"onnxruntime ceiling (cpu {args.server_cpu}) ...", flush=True)
         rows += measure_ceiling(repositories["gateway"], args.models, args.server_cpu, 2.0)
-        for server in args.servers:
+        for server in servers:
             port = _free_port()
-            process = _start_server(server, repositories[server], port, args.server_cpu)
+            process = _start_server(
+                server, repositories[server], port, args.server_cpu, source=sources[server]
+            )
             try:
                 for model in args.models:
                     url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
@@ -331,24 +363,28 @@ def plot(rows: list[Row], path: Path, models: list[str]) -> None:
     figure, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 9), squeeze=False)
     for column, model in enumerate(models):
         closed, opened = axes[0][column], axes[1][column]
-        servers = [s for s in SERVERS if any(r.server == s and r.model == model for r in rows)]
+        labels = {**SERVERS, BASELINE: "gateway at the baseline commit"}
+        servers = [s for s in labels if any(r.server == s and r.model == model for r in rows)]
         for offset, server in enumerate(servers):
             mine = [r for r in rows if r.server == server and r.model == model]
             levels = [r for r in mine if r.mode == "closed"]
-            positions = np.arange(len(levels)) + offset * 0.27
-            closed.bar(positions, [r.rps for r in levels], width=0.25, label=SERVERS[server])
-            closed.set_xticks(np.arange(len(levels)) + 0.27, [r.level for r in levels])
+            step = 0.8 / len(servers)
+            positions = np.arange(len(levels)) + offset * step
+            closed.bar(positions, [r.rps for r in levels], width=step * 0.9, label=labels[server])
+            closed.set_xticks(
+                np.arange(len(levels)) + step * (len(servers) - 1) / 2, [r.level for r in levels]
+            )
             loads = [r for r in mine if r.mode == "open"]
             offered = [float(r.level.removesuffix("/s")) for r in loads]
             opened.plot(
-                offered, [r.p99_ms for r in loads], marker="o", label=f"{SERVERS[server]} p99"
+                offered, [r.p99_ms for r in loads], marker="o", label=f"{labels[server]} p99"
             )
             opened.plot(
                 offered,
                 [r.p50_ms for r in loads],
                 marker=".",
                 linestyle="--",
-                label=f"{SERVERS[server]} p50",
+                label=f"{labels[server]} p50",
             )
         title = f"{model}: closed loop (wrk), req/s by connections"
         tallest = max((r.rps for r in rows if r.model == model and r.mode == "closed"), default=0.0)
@@ -388,6 +424,12 @@ def main() -> None:
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results")
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="also run the gateway of this commit (e.g. origin/main, HEAD~3), right after "
+        "the working tree's, with the same models and load: a side-by-side comparison",
+    )
     args = parser.parse_args()
     args.rates = {
         m: [int(x) for x in r.split(",")] for m, r in (item.split("=", 1) for item in args.rate)
