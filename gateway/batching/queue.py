@@ -14,20 +14,18 @@ How a batch is cut (``_cut``), when an instance is free:
 3. ``preferred``: the rows are one of ``preferred_batch_sizes``, or a prefix of the
    taken requests adds up to the largest preferred size below them (the rest goes
    back to the head of the queue).
-4. Waiting pays only when more requests are known to be on their way: callers
-   announce themselves with ``expect()`` before reading and decoding their body.
-   While announced requests are outstanding, the batch waits for them, at most
-   until its oldest request has waited ``max_delay_s`` (then: ``delay``).
-5. ``idle``: nothing else is on its way, so the batch runs now. A lone request on
-   an idle model therefore never waits; under load, requests that arrive while a
-   batch runs are queued and form the next batch.
+4. Waiting pays only when more requests are known to be on their way (announced
+   with ``expect()``; the HTTP layer announces once a body has arrived, so a slow
+   body never holds a batch): at most until the oldest request has waited
+   ``max_delay_s`` (then: ``delay``), even if the timer fires a little early.
+5. ``idle``: nothing else is on its way, so the batch runs now: a lone request on an
+   idle model never waits; under load, arrivals during a run form the next batch.
 
-Invariants: every request carries its own future (no id -> future map); a
-request whose caller went away or whose deadline passed before its batch ran is
-dropped and never runs; an exception in one run fails exactly the requests of
-that batch; rows are handed back by position, as views of the batch output; an
-instance runs one batch at a time, and is free again only when its run has
-really finished, even if every caller of the batch has gone.
+Invariants: every request carries its own future (no id -> future map); a request
+whose caller went away or whose deadline passed before its batch ran is dropped and
+never runs; an exception in one run fails exactly the requests of that batch; rows
+are handed back by position, as views of the batch output; an instance runs one batch
+at a time, and is free again only when its run has really finished.
 """
 
 from __future__ import annotations
@@ -166,8 +164,8 @@ class BatchQueue:
             raise
 
     async def aclose(self) -> None:
-        """Wait for announced requests to arrive, then take no new ones, and return once
-        the queued and running ones have finished."""
+        """Wait for announced requests, then take no new ones; return once the queued and
+        running ones have finished."""
         while self._expected or self._line.count or self._runs:
             if self._expected == 0:
                 self._closing = True  # nothing is on its way any more
@@ -175,6 +173,15 @@ class BatchQueue:
             self._pump()
             await self._drained.wait()
         self._closing = True
+
+    def close(self) -> None:
+        """Take no more requests and fail the queued ones: their version is gone (503)."""
+        self._closing = True
+        self._release_hold()
+        while self._line.count:
+            batch = self._line.take(self._policy.max_batch_size, self._policy.batching)
+            fail_all(batch, ModelNotReady(f"{self._name} was unloaded before this request ran"))
+        self._check_drained()
 
     def _check_drained(self) -> None:
         """Something aclose waits on may have changed: let it look again."""
@@ -203,14 +210,16 @@ class BatchQueue:
             return self._ending_hold(batch), "preferred"
         assert self._clock is not None
         held = self._held_head is batch[0]
-        until = batch[0].queued_at + policy.max_delay_s
+        # once the hold timer has fired, _hold_until is 0: the held batch goes
+        until = self._hold_until if held else batch[0].queued_at + policy.max_delay_s
         now = self._clock.now()
         if self._expected and now < until and not self._closing:
             self._line.put_back(batch)
             if not held:
+                self._release_hold()
                 self._held_head = batch[0]
                 self._hold_until = until
-                self._hold = self._clock.call_at(until, self._pump)
+                self._hold = self._clock.call_at(until, self._hold_over)
             return [], ""
         self._release_hold()
         trimmed = self._line.trim_to_preferred(batch, policy.preferred_batch_sizes)
@@ -273,6 +282,12 @@ class BatchQueue:
             and self._line.rows < self._policy.max_batch_size
             and self._clock.now() < self._hold_until
         )
+
+    def _hold_over(self) -> None:
+        """The hold timer fired, if early (whole-ms loop timers): the held batch goes."""
+        self._hold = None
+        self._hold_until = 0.0
+        self._pump()
 
     def _release_hold(self) -> None:
         if self._hold is not None:

@@ -330,6 +330,80 @@ def test_a_held_batch_still_goes_when_full_or_late() -> None:
     run(scenario())
 
 
+class EarlyClock(FakeClock):
+    """Timers that fire ``early`` seconds before they are due, as the event loop's
+    whole-millisecond timers do against time.monotonic."""
+
+    def __init__(self, early: float) -> None:
+        super().__init__()
+        self.early = early
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> FakeTimer:
+        return super().call_at(when - self.early, callback)
+
+
+def test_a_hold_timer_that_fires_early_still_ends_the_hold() -> None:
+    async def scenario() -> None:
+        model, clock, recorder = FakeModel(gated=False), EarlyClock(0.0005), Recorder()
+        queue = make(model, clock, recorder, max_delay_s=0.002)
+        ticket = queue.expect()  # announced, never arrives
+        first = asyncio.ensure_future(queue.submit(rows(1), ["y"]))
+        await settle()
+        await clock.advance(0.0016)  # the timer fires at 1.5 ms, before the 2 ms are up
+        assert model.batches, "the batch waited past its timer for the next arrival"
+        await first
+        assert recorder.reasons == [(1, "delay")]
+        ticket.release()
+        await queue.aclose()
+
+    run(scenario())
+
+
+def test_announced_requests_never_hold_a_batch_past_the_delay() -> None:
+    """Tickets that stay outstanding (slow bodies) and a stream of arrivals: every batch
+    is cut within max_delay of its oldest request, whichever way the timer drifts."""
+
+    async def scenario() -> None:
+        for early in (0.0, 0.0005, 0.0019):
+            model, clock, recorder = FakeModel(gated=False), EarlyClock(early), Recorder()
+            queue = make(model, clock, recorder, max_delay_s=0.002, max_batch_size=64)
+            stuck = [queue.expect() for _ in range(3)]
+            tasks = []
+            for step in range(50):
+                if step < 40:
+                    tasks.append(asyncio.ensure_future(queue.submit(rows(step), ["y"])))
+                await clock.advance(0.0003)
+            await asyncio.gather(*tasks)
+            assert recorder.waits and max(recorder.waits) <= 0.002 + 0.0003 + 1e-9
+            assert len(model.batches) > 1  # later arrivals formed later batches
+            for ticket in stuck:
+                ticket.release()
+            await queue.aclose()
+
+    run(scenario())
+
+
+def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
+    async def scenario() -> None:
+        model, clock, recorder = FakeModel(), FakeClock(), Recorder()
+        queue = make(model, clock, recorder)
+        running = asyncio.ensure_future(queue.submit(rows(0), ["y"]))
+        await settle()
+        queued = [asyncio.ensure_future(queue.submit(rows(v), ["y"])) for v in (1, 2)]
+        await settle()
+        queue.close()  # the version is gone while requests still wait
+        for task in queued:
+            with pytest.raises(ModelNotReady, match="unloaded"):
+                await task
+        with pytest.raises(ModelNotReady):
+            await queue.submit(rows(3), ["y"])
+        model.release()
+        await running  # the run already started finishes
+        assert len(model.batches) == 1
+
+    run(scenario())
+
+
 class FakeReady:
     """Inputs completed later: ``finish`` writes ``value`` into x, or raises ``error``."""
 
