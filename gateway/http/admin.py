@@ -1,20 +1,28 @@
-"""Repository control (Triton's repository extension), behind the admin bearer token."""
+"""Repository control (Triton's repository extension), behind the admin bearer token.
+
+Admin bodies are small JSON documents: at most ``ADMIN_MAX_BODY`` bytes (413 past
+that, judged by Content-Length before anything is read, and by counting while a
+chunked body streams in), and JSON that does not parse is a 400.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from gateway.http.responses import error_response, json_response
 from gateway.repository.registry import ModelRegistry
 from gateway.routing.plan import RoutePlan
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+ADMIN_MAX_BODY = 1024 * 1024
 
 DISABLED = (
     "admin endpoints are disabled: start the gateway with --admin-token TOKEN "
@@ -39,11 +47,49 @@ def guarded(handler: Handler) -> Handler:
         ):
             return json_response({"error": UNAUTHORIZED}, 401, {"www-authenticate": "Bearer"})
         try:
+            _check_declared_size(request)
             return await handler(request)
         except GatewayError as exc:
             return error_response(exc)
 
     return check
+
+
+def _too_large(got: str) -> PayloadTooLarge:
+    return PayloadTooLarge(f"admin request bodies are limited to {ADMIN_MAX_BODY} bytes, but {got}")
+
+
+def _check_declared_size(request: Request) -> None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not (declared.isascii() and declared.isdigit()):
+        raise InvalidRequest(f"Content-Length must be a number of bytes, got '{declared[:40]}'")
+    if len(declared) > 18 or int(declared) > ADMIN_MAX_BODY:
+        raise _too_large(f"Content-Length is {declared[:40]}")
+
+
+async def read_admin_body(request: Request) -> bytes:
+    """The body, read only as far as ``ADMIN_MAX_BODY`` allows."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > ADMIN_MAX_BODY:
+            raise _too_large("the body is larger")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_admin_json(request: Request) -> Any:
+    """The body as JSON; None when it is empty."""
+    body = await read_admin_body(request)
+    if not body.strip():
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
 
 
 def _registry(request: Request) -> ModelRegistry:
@@ -53,15 +99,13 @@ def _registry(request: Request) -> ModelRegistry:
 
 @guarded
 async def repository_index(request: Request) -> Response:
-    body = await request.body()
+    options = await read_admin_json(request)
     ready_only = False
-    if body.strip():
-        try:
-            options = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if options is not None:
         if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
-            raise InvalidRequest('body must be empty or {"ready": true|false}')
+            raise InvalidRequest(
+                f'body must be empty or {{"ready": true|false}}, got {_brief(options)}'
+            )
         ready_only = options.get("ready", False)
     rows = _registry(request).index()
     if ready_only:
@@ -72,6 +116,7 @@ async def repository_index(request: Request) -> Response:
 @guarded
 async def load_model(request: Request) -> Response:
     name = request.path_params["model"]
+    _options(await read_admin_json(request))
     served = await _registry(request).load_model(name)
     if not served.ready:
         problems = served.error or "; ".join(
@@ -84,6 +129,7 @@ async def load_model(request: Request) -> Response:
 @guarded
 async def unload_model(request: Request) -> Response:
     name = request.path_params["model"]
+    _options(await read_admin_json(request))
     await _registry(request).unload_model(name)
     return json_response({"name": name, "unloaded": True})
 
@@ -99,10 +145,26 @@ async def get_routing(request: Request) -> Response:
 async def put_routing(request: Request) -> Response:
     name = request.path_params["model"]
     _registry(request).model(name)  # 404 before looking at the body
-    try:
-        document = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    document = await read_admin_json(request)
+    if document is None:
+        raise InvalidRequest(
+            'PUT routing needs a JSON body like {"weights": {"1": 90, "2": 10}}, got an empty body'
+        )
     served = await _registry(request).set_routing(name, RoutePlan.from_json(document))
     plan = served.routing or RoutePlan()
     return json_response({"model": name, **plan.to_json()})
+
+
+def _options(document: Any) -> None:
+    """Triton's load and unload take an optional {"parameters": {...}}; nothing in it
+    changes what they do here, but it must be a JSON object."""
+    if document is not None and not isinstance(document, dict):
+        raise InvalidRequest(
+            f'body must be empty or a JSON object like {{"parameters": {{}}}}, '
+            f"got {_brief(document)}"
+        )
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -57,6 +57,7 @@ class ServedModel:
     unloaded: bool = False  # taken out of service through the repository API
     routing: RoutePlan | None = None  # None: the highest version takes every request
     features: FeatureLookup | None = None  # [features]: the caller may send entity ids
+    present: tuple[int, ...] = ()  # the version directories on disk when this was built
 
     def __post_init__(self) -> None:
         # read on every request: worked out once
@@ -81,114 +82,182 @@ class ModelLoader:
     def build(
         self, entry: ModelDir, previous: ServedModel | None
     ) -> tuple[ServedModel, list[ModelVersion]]:
-        """The model as it should serve now, and the versions of ``previous`` it retires."""
+        """The model as it should serve now, and the versions of ``previous`` it retires.
+
+        What fails never replaces what serves: a model.toml that does not parse, or
+        whose [routing] names versions that are not there (or do not load), or a
+        symlink out of the repository, leaves ``previous`` serving as it was; a
+        version that fails to load is skipped (the policy takes the next one down)."""
         stamp = entry.stamp()
+        present = tuple(entry.numbers)
         try:
-            config = load_model_config(entry.config_path)
+            config = self._config(entry)
         except ConfigError as exc:
-            log.warning("model %s: %s", entry.name, exc)
-            self._observe(entry.name, None, "failed")
-            if previous is not None and previous.versions:
-                # the whole new config is invalid: the previous one keeps serving
-                return replace(
-                    previous, error=f"{exc} (previous config still serving)", stamp=stamp
-                ), []
-            return ServedModel(entry.name, None, error=str(exc), stamp=stamp), []
-        available = sorted(entry.versions)
+            return self._refuse(entry, previous, str(exc), stamp, present, {})
+        build = _Build(entry, config, previous)
         policy = VersionPolicy.of(config)
-        failures = {
-            v: "named by [model] versions but not in the repository"
-            for v in policy.missing(available)
-        }
-        old = previous.versions if previous is not None else {}
-        old_stamps = previous.version_stamps if previous is not None else {}
-        same_config = previous is not None and previous.config == config
-        versions: dict[int, ModelVersion] = {}
-        stamps: dict[int, object] = {}
-        fresh: list[int] = []
-        named = config.routing.versions
-        failures.update(
-            {v: "named by [routing] but not in the repository" for v in named if v not in available}
+        plan = RoutePlan.from_section(config.routing)
+        available = list(present)
+        build.failures.update(
+            {
+                v: "named by [model] versions but not in the repository"
+                for v in policy.missing(available)
+            }
         )
-        for number in policy.select(available, also=named):
-            file_stamp = entry.version_stamp(number)
-            if same_config and number in old and old_stamps.get(number) == file_stamp:
-                versions[number], stamps[number] = old[number], file_stamp
-                continue
-            try:
-                versions[number] = self._load_version(entry, number, config)
-            except ConfigError as exc:
-                self._keep_previous(
-                    entry.name, number, str(exc), old, old_stamps, versions, stamps, failures
-                )
-                continue
-            stamps[number] = file_stamp
-            fresh.append(number)
-        self._check_signatures(entry.name, versions, fresh, old, old_stamps, stamps, failures)
-        error = None if available else "no version directories with a model.onnx"
-        routing, routing_error = _usable_routing(config, versions)
+        chosen = policy.select(available)
+        for number in policy.select(available, also=plan.versions):
+            self._place(build, number)
+        self._check_signatures(build)
+        latest = policy.latest
+        if latest is not None:
+            # "latest:N" means the N highest versions that load: one that fails is
+            # skipped and the next one down (already serving, or loaded now) serves
+            serving = sum(1 for v in chosen if v in build.versions)
+            for number in reversed(available):
+                if serving >= latest:
+                    break
+                if number in chosen or number in build.failures:
+                    continue
+                if number in build.versions or self._place(build, number):
+                    self._check_signatures(build)
+                    serving += number in build.versions
+        inputs = _caller_inputs(config, build.versions)
+        routing, problems = plan.validate(build.versions, inputs)
+        if problems:
+            build.discard()
+            reason = f"{entry.config_path}: [routing] not applied: " + "; ".join(problems)
+            return self._refuse(entry, previous, reason, stamp, present, build.failures)
+        if not build.versions and build.failures and available and previous and previous.versions:
+            # what the new state names does not load (or is not there): keep the old one
+            reason = "no version of the new state loads: " + "; ".join(
+                f"version {v}: {why}" for v, why in sorted(build.failures.items())[:5]
+            )
+            return self._refuse(entry, previous, reason, stamp, present, build.failures)
+        for number in build.fresh:
+            self._observe(entry.name, number, "success")
         served = ServedModel(
             entry.name,
             config,
-            MappingProxyType(versions),
-            MappingProxyType(failures),
-            error or routing_error,
+            MappingProxyType(build.versions),
+            MappingProxyType(build.failures),
+            None if available else "no version directories with a model.onnx",
             stamp,
-            MappingProxyType(stamps),
-            routing=routing,
+            MappingProxyType(build.stamps),
+            routing=routing if routing.active else None,
             features=self._features(entry.name, config.features, previous),
+            present=present,
         )
-        kept = {id(v) for v in versions.values()}
-        return served, [v for v in old.values() if id(v) not in kept]
+        kept = {id(v) for v in build.versions.values()}
+        return served, [v for v in build.old.values() if id(v) not in kept]
 
-    def _keep_previous(
+    def _config(self, entry: ModelDir) -> ModelConfig:
+        """The model's config, if the model may load at all and the file is valid and
+        names only versions that are in the repository."""
+        if entry.problem is not None:
+            raise ConfigError(entry.problem)
+        if entry.config_problem is not None:
+            raise ConfigError(entry.config_problem)
+        config = load_model_config(entry.config_path)
+        present = entry.numbers
+        missing = [v for v in config.routing.versions if v not in present]
+        if missing:
+            there = ", ".join(str(v) for v in present) or "none"
+            raise ConfigError(
+                f"{entry.config_path}: [routing] names version(s) "
+                f"{', '.join(str(v) for v in missing)} that are not in the repository "
+                f"(versions there: {there})"
+            )
+        return config
+
+    def _refuse(
         self,
-        model: str,
-        number: int,
+        entry: ModelDir,
+        previous: ServedModel | None,
         reason: str,
-        old: Mapping[int, ModelVersion],
-        old_stamps: Mapping[int, object],
-        versions: dict[int, ModelVersion],
-        stamps: dict[int, object],
-        failures: dict[int, str],
-    ) -> None:
-        log.warning("model %s version %d failed to load: %s", model, number, reason)
-        self._observe(model, number, "failed")
-        if number in old:
-            versions[number], stamps[number] = old[number], old_stamps.get(number)
-            failures[number] = f"{reason} (the previously loaded file still serves)"
-        else:
-            failures[number] = reason
+        stamp: object,
+        present: tuple[int, ...],
+        failures: Mapping[int, str],
+    ) -> tuple[ServedModel, list[ModelVersion]]:
+        """The new state of the model does not apply: say so, and keep ``previous``."""
+        self._observe(entry.name, None, "failed")
+        if previous is not None and previous.versions:
+            serving = ", ".join(str(v) for v in sorted(previous.versions))
+            log.warning(
+                "model %s: %s; the previous config and versions (%s) keep serving",
+                entry.name,
+                reason,
+                serving,
+            )
+            # the previous versions keep serving, and their rows say why nothing changed
+            kept_failures = {v: why for v, why in failures.items() if v not in previous.versions}
+            return replace(
+                previous,
+                failures=MappingProxyType(kept_failures),
+                error=f"{reason} (previous config still serving: versions {serving})",
+                stamp=stamp,
+                present=present,
+            ), []
+        log.warning("model %s: %s", entry.name, reason)
+        return ServedModel(
+            entry.name,
+            None,
+            failures=MappingProxyType(dict(failures)),
+            error=reason,
+            stamp=stamp,
+            present=present,
+        ), []
 
-    def _check_signatures(
-        self,
-        model: str,
-        versions: dict[int, ModelVersion],
-        fresh: list[int],
-        old: Mapping[int, ModelVersion],
-        old_stamps: Mapping[int, object],
-        stamps: dict[int, object],
-        failures: dict[int, str],
-    ) -> None:
+    def _place(self, build: _Build, number: int) -> bool:
+        """Make ``number`` serve: reuse the loaded version if nothing changed, else load
+        it (on failure the previously loaded file, if any, carries on). Whether it serves."""
+        entry = build.entry
+        file_stamp = entry.version_stamp(number)
+        old = build.old
+        if build.same_config and number in old and build.old_stamps.get(number) == file_stamp:
+            build.versions[number], build.stamps[number] = old[number], file_stamp
+            return True
+        try:
+            build.versions[number] = self._load_version(entry, number, build.config)
+        except ConfigError as exc:
+            self._keep_previous(build, number, str(exc))
+            return number in build.versions
+        build.stamps[number] = file_stamp
+        build.fresh.append(number)
+        build.unchecked.append(number)
+        return True
+
+    def _keep_previous(self, build: _Build, number: int, reason: str) -> None:
+        log.warning("model %s version %d failed to load: %s", build.entry.name, number, reason)
+        self._observe(build.entry.name, number, "failed")
+        if number in build.old:
+            build.versions[number] = build.old[number]
+            build.stamps[number] = build.old_stamps.get(number)
+            build.failures[number] = f"{reason} (the previously loaded file still serves)"
+        else:
+            build.failures[number] = reason
+
+    def _check_signatures(self, build: _Build) -> None:
         """Every version of a model takes the same inputs and gives the same outputs as the
         highest version that was already serving (or, on first load, the highest one)."""
+        fresh, versions = build.unchecked, build.versions
         kept = [n for n in versions if n not in fresh]
         reference_number = max(kept) if kept else (max(versions) if versions else None)
+        checking, build.unchecked = list(fresh), []
         if reference_number is None:
             return
         reference = versions[reference_number].signature
-        for number in fresh:
+        for number in checking:
             candidate = versions[number]
             if candidate.signature == reference:
-                self._observe(model, number, "success")
                 continue
             candidate.release()
-            del versions[number], stamps[number]
+            del versions[number], build.stamps[number]
+            build.fresh.remove(number)
             reason = (
                 f"signature differs from version {reference_number}: "
                 f"{_describe(candidate.signature)} instead of {_describe(reference)}"
             )
-            self._keep_previous(model, number, reason, old, old_stamps, versions, stamps, failures)
+            self._keep_previous(build, number, reason)
 
     def _load_version(self, entry: ModelDir, number: int, config: ModelConfig) -> ModelVersion:
         path = entry.versions[number]
@@ -228,20 +297,34 @@ class ModelLoader:
             self._observer.model_loaded(model, version, outcome)
 
 
-def _usable_routing(
-    config: ModelConfig, versions: Mapping[int, ModelVersion]
-) -> tuple[RoutePlan | None, str | None]:
-    """The file's routing, limited to the versions that did load (and why, if limited)."""
-    plan = RoutePlan.from_section(config.routing)
-    if not plan.active:
-        return None, None
-    problems = plan.problems(versions)
-    if not problems:
-        return plan, None
-    weights = tuple((v, w) for v, w in plan.weights if v in versions)
-    shadow = plan.shadow_version if plan.shadow_version in versions else None
-    usable = RoutePlan(weights, plan.sticky_key, shadow, plan.shadow_fraction if shadow else 0.0)
-    return (usable if usable.active else None), "routing: " + "; ".join(problems)
+def _caller_inputs(config: ModelConfig, versions: Mapping[int, ModelVersion]) -> set[str]:
+    """What a caller may send in the body: the inputs of the model, and the entity ids."""
+    names = {n for v in versions.values() for n in v.signature.input_names}
+    if config.features is not None:
+        names.add(config.features.entity_input)
+    return names
+
+
+class _Build:
+    """The state of one ``ModelLoader.build`` while it loads versions."""
+
+    def __init__(self, entry: ModelDir, config: ModelConfig, previous: ServedModel | None) -> None:
+        self.entry = entry
+        self.config = config
+        self.old: Mapping[int, ModelVersion] = previous.versions if previous else {}
+        self.old_stamps: Mapping[int, object] = previous.version_stamps if previous else {}
+        self.same_config = previous is not None and previous.config == config
+        self.versions: dict[int, ModelVersion] = {}
+        self.stamps: dict[int, object] = {}
+        self.failures: dict[int, str] = {}
+        self.fresh: list[int] = []  # loaded now (not reused)
+        self.unchecked: list[int] = []  # loaded now, signature not yet compared
+
+    def discard(self) -> None:
+        """Release what was loaded for a state that will not apply."""
+        for number in self.fresh:
+            self.versions[number].release()
+        self.fresh = []
 
 
 def check_features(section: FeaturesSection, signature: Signature) -> None:

@@ -162,8 +162,14 @@ class ModelRegistry:
             served = self.model(name)
             if served.unloaded:
                 return
+            reason = _unloaded(name)
             stopped = ServedModel(
-                name, None, error="unloaded through the repository API", unloaded=True
+                name,
+                None,
+                failures=MappingProxyType({v: reason for v in served.present}),
+                error=reason,
+                unloaded=True,
+                present=served.present,
             )
             models = dict(self.state.models)
             models[name] = stopped
@@ -174,14 +180,17 @@ class ModelRegistry:
         """Apply routing at run time, atomically, if every version it names is loaded."""
         async with self._changing:
             served = self.model(name)
-            problems = plan.problems(served.versions)
+            inputs = set(served.default.signature.input_names) if served.default else set()
+            if served.features is not None:
+                inputs.add(served.features.entity_input)
+            checked, problems = plan.validate(served.versions, inputs)
             if problems:
                 loaded = ", ".join(str(v) for v in sorted(served.versions)) or "none"
                 raise InvalidRequest(
                     f"routing for model '{name}' not applied: {'; '.join(problems)} "
                     f"(loaded versions: {loaded})"
                 )
-            changed = replace(served, routing=plan if plan.active else None)
+            changed = replace(served, routing=checked if checked.active else None)
             self._publish(
                 replace(self.state, models=MappingProxyType({**self.state.models, name: changed}))
             )
@@ -254,20 +263,17 @@ class ModelRegistry:
                     return served.versions[number]
             chosen = served.default
             if chosen is None:
-                raise ModelNotReady(f"model '{model}' has no loaded version: {_why(served)}")
+                raise ModelNotReady(
+                    served.error
+                    if served.unloaded and served.error
+                    else f"model '{model}' has no loaded version: {_why(served)}"
+                )
             return chosen
         number = _parse_version(model, version)
         ready = served.versions.get(number)
         if ready is not None:
             return ready
-        if number in served.failures:
-            raise ModelNotReady(
-                f"version {number} of model '{model}' is not ready: {served.failures[number]}"
-            )
-        available = ", ".join(str(v) for v in sorted(served.versions)) or "none"
-        raise ModelNotFound(
-            f"model '{model}' has no version {number}; loaded versions: {available}"
-        )
+        raise _not_serving(served, number)
 
     def model(self, name: str) -> ServedModel:
         served = self.state.models.get(name)
@@ -315,7 +321,39 @@ def _parse_version(model: str, version: str) -> int:
     if version.isascii() and version.isdigit() and not version.startswith("0"):
         return int(version)
     raise ModelNotFound(
-        f"model '{model}' has no version '{version[:40]}'; versions are positive integers"
+        f"model '{model}' has no version '{version[:40]}'; versions are positive integers "
+        "of at most 18 digits"
+    )
+
+
+def _unloaded(name: str) -> str:
+    return (
+        f"model '{name}' is unloaded (through POST /v2/repository/models/{name}/unload); "
+        f"load it with POST /v2/repository/models/{name}/load"
+    )
+
+
+def _not_serving(served: ServedModel, number: int) -> ModelNotFound | ModelNotReady:
+    """Why an explicit version does not serve: 503 for one that is in the repository
+    but not ready (failed, or its model is unloaded or broken), 404 for one that is not."""
+    model = served.name
+    if number in served.failures:
+        return ModelNotReady(
+            f"version {number} of model '{model}' is not ready: {served.failures[number]}"
+        )
+    if number in served.present and not served.versions:
+        return ModelNotReady(f"version {number} of model '{model}' is not ready: {_why(served)}")
+    loaded = ", ".join(str(v) for v in sorted(served.versions)) or "none"
+    if number in served.present:
+        return ModelNotFound(
+            f"model '{model}' has no version {number} loaded: its [model] versions policy "
+            f"does not select it (loaded versions: {loaded}); name it in [model] versions "
+            "in model.toml to serve it"
+        )
+    there = ", ".join(str(v) for v in served.present) or "none"
+    return ModelNotFound(
+        f"model '{model}' has no version {number}; loaded versions: {loaded} "
+        f"(versions in the repository: {there})"
     )
 
 

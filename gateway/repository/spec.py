@@ -18,6 +18,7 @@ from gateway.errors import ConfigError
 from gateway.features.keys import KeyTemplate
 
 _LATEST_N = re.compile(r"^latest:([1-9][0-9]*)$")
+_VERSION_KEY = re.compile(r"\A[1-9][0-9]{0,17}\Z")
 
 
 class _Section(BaseModel):
@@ -72,18 +73,29 @@ class ShadowSection(_Section):
 
 
 class RoutingSection(_Section):
-    weights: dict[str, Annotated[float, Field(ge=0)]] = {}
-    sticky_key: str | None = None
+    weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = {}
+    sticky_key: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     shadow: ShadowSection | None = None
 
     @field_validator("weights")
     @classmethod
     def _versions_and_sum(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = [k for k in value if not (k.isascii() and k.isdigit() and k[0] != "0")]
+        bad = [k for k in value if not _VERSION_KEY.match(k)]
         if bad:
-            raise ValueError(f'weights are keyed by version numbers ("1", "2", ...), got {bad}')
-        if value and sum(value.values()) <= 0:
-            raise ValueError(f"weights must have a positive sum, got {value}")
+            shown = ", ".join(f'"{k[:20]}"' for k in bad[:5])
+            raise ValueError(
+                'weights are keyed by version numbers ("1", "2", ... at most 18 digits), '
+                f"got {shown}"
+            )
+        if not value:
+            raise ValueError(
+                "weights is empty; name at least one version with a positive weight, "
+                'e.g. {"1": 100}'
+            )
+        if not any(w > 0 for w in value.values()):
+            raise ValueError(
+                f"weights must have a positive sum, got {len(value)} weight(s) that are all 0"
+            )
         return value
 
     @model_validator(mode="after")
@@ -181,6 +193,15 @@ class VersionPolicy:
     def missing(self, available: list[int]) -> list[int]:
         """Versions a list policy names that are not on disk."""
         if isinstance(self.rule, tuple):
+    @property
+    def latest(self) -> int | None:
+        """N for "latest" (1) and "latest:N": how many of the highest versions that load
+        should serve. None for "all" and a list, which name their versions outright."""
+        if isinstance(self.rule, tuple) or self.rule == "all":
+            return None
+        match = _LATEST_N.match(self.rule)
+        return int(match.group(1)) if match else 1
+
             return [v for v in self.rule if v not in available]
         return []
 

@@ -92,7 +92,7 @@ def test_routing_api_reads_validates_and_applies(http: httpx.Client) -> None:
         applied = http.put(
             "/admin/models/pair/routing", headers=AUTH, json={"weights": {"1": 0, "2": 1}}
         )
-        assert applied.status_code == 200 and applied.json()["weights"] == {"2": 1.0}
+        assert applied.status_code == 200 and applied.json()["weights"] == {"1": 0.0, "2": 1.0}
         assert {_version(http) for _ in range(50)} == {"2"}
         by_input = http.put(
             "/admin/models/pair/routing",

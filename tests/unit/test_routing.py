@@ -77,8 +77,10 @@ def test_plan_from_json_round_trip() -> None:
         "sticky_key": "X-User-Id",
         "shadow": {"version": 3, "fraction": 0.25},
     }
-    parsed = RoutePlan.from_json(document)
-    assert parsed.weights == ((1, 90.0), (2, 10.0))
+    parsed, problems = RoutePlan.from_json(document).validate({1, 2, 3}, {"a", "b"})
+    assert problems == []
+    assert parsed.weights == ((1, 1.0), (2, 10 / 90))  # scaled: the largest is 1.0
+    assert parsed.declared == ((1, 90.0), (2, 10.0))
     assert parsed.sticky_key == "x-user-id"  # header names are case-insensitive
     assert parsed.to_json() == {
         "weights": {"1": 90.0, "2": 10.0},
@@ -99,7 +101,8 @@ def test_plan_from_json_round_trip() -> None:
         ({"weights": {"1": 1}, "shadow": {"version": 1}}, "a shadow must be a different version"),
         ({"weights": {"1": 1}, "shadow": {"fraction": 0.5}}, "shadow.version"),
         ({"weights": {"1": 1}, "shadow": {"version": 2, "fraction": 1.5}}, "less than or equal"),
-        ({"weight": {"1": 1}}, "weight: Extra inputs are not permitted"),
+        ({"weight": {"1": 1}}, 'routing must name "weights"'),
+        ({"weights": {"1": 1}, "weight": 1}, "weight: Extra inputs are not permitted"),
     ],
 )
 def test_invalid_plans_say_why(document: object, message: str) -> None:
