@@ -48,6 +48,8 @@ def build_test_repository(root: Path) -> Path:
     onnx_models.write_config(root, "pair", '[model]\nversions = "all"\n')
     onnx_models.write_model(root, "fixed", 1, onnx_models.fixed_shape())
     onnx_models.write_model(root, "lookup", 1, onnx_models.lookup())
+    onnx_models.write_model(root, "scalar", 1, onnx_models.scalar_scale())
+    onnx_models.write_model(root, "text", 1, onnx_models.text_echo())
     onnx_models.write_model(root, "slow", 1, onnx_models.slow())
     onnx_models.write_config(
         root,

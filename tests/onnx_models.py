@@ -175,3 +175,35 @@ def failing_sum() -> onnx.GraphProto:
     )
     graph.initializer.append(numpy_helper.from_array(np.array([7.0], dtype=np.float32), "table"))
     return graph
+
+
+def scalar_scale() -> onnx.GraphProto:
+    """A rank-0 input and output: ``x`` FP32 [] and ``v`` FP32 [batch, 2] -> ``y`` = 2 * x
+    (FP32 []) and ``scaled`` = v * x (FP32 [batch, 2])."""
+    two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")
+    return helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "two"], ["y"]),
+            helper.make_node("Mul", ["v", "x"], ["scaled"]),
+        ],
+        "scalar_scale",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, ["batch", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("scaled", TensorProto.FLOAT, ["batch", 2]),
+        ],
+        initializer=[two],
+    )
+
+
+def text_echo() -> onnx.GraphProto:
+    """One BYTES input: ``text`` [batch] -> ``echo``, the same strings."""
+    return helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["echo"])],
+        "text_echo",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["batch"])],
+        [helper.make_tensor_value_info("echo", TensorProto.STRING, ["batch"])],
+    )

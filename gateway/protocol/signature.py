@@ -48,17 +48,21 @@ class Signature:
         return self._outputs.get(name)
 
 
-def format_shape(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
+def format_shape(shape: Sequence[int], limit: int = 8) -> str:
+    """A shape for a message: at most ``limit`` dimensions, then how many there are."""
+    shown = ", ".join(str(d) if -(10**18) < d < 10**18 else "huge" for d in shape[:limit])
+    if len(shape) > limit:
+        return f"[{shown}, ... ({len(shape)} dimensions)]"
+    return f"[{shown}]"
 
 
 def check_shape(spec: TensorSpec, got: Sequence[int]) -> None:
     """Raise InvalidRequest unless ``got`` fits ``spec.shape`` (-1 matches any size)."""
     expected = spec.shape
-    # the common case: a dynamic batch dimension and fixed others
-    if len(got) == len(expected) and got[1:] == expected[1:] and expected[0] in (-1, got[0]):
-        return
     if len(got) == len(expected):
+        # the common case: a dynamic batch dimension and fixed others (or a scalar)
+        if not expected or (got[1:] == expected[1:] and expected[0] in (-1, got[0])):
+            return
         for e, g in zip(expected, got, strict=True):
             if e != g and e != -1:
                 break

@@ -12,11 +12,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from gateway.errors import InvalidRequest
 from gateway.protocol.datatypes import NUMPY_DTYPES
+from gateway.protocol.signature import format_shape
 
 _LENGTH_PREFIX = struct.Struct("<I")
+# SPEC 10: a shape has at most 32 dimensions, each in [0, 2^63); a tensor's bytes must also
+# fit numpy's (signed 64-bit) sizes, which matters when a zero dimension hides huge others
+MAX_DIMS = 32
+DIM_LIMIT = 2**63
+# the JSON words a non-finite float is written as, and read back from (proto3's JSON mapping)
+NON_FINITE_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 # numpy kinds a JSON array may parse into, per target datatype family
 _ACCEPTED_KINDS = {"b": "b", "i": "biu", "u": "biu", "f": "biuf"}
 _KIND_NAMES = {
@@ -33,31 +41,73 @@ def element_count(shape: Sequence[int]) -> int:
 
 
 def parse_shape(name: str, shape: Any) -> tuple[int, ...]:
-    """A wire shape must be a list of non-negative integers."""
-    valid = isinstance(shape, list)
-    if valid:
-        for d in shape:
-            if type(d) is not int or d < 0:
-                valid = False
-                break
-    if not valid:
+    """A wire shape: a list of at most MAX_DIMS integers, each in [0, 2^63).
+
+    O(len(shape)) and refused before any loop when it is too long, so a hostile shape
+    costs no more than reading it did.
+    """
+    if not isinstance(shape, list):
         raise InvalidRequest(
-            f"input '{name}': 'shape' must be a list of non-negative integers, got {_show(shape)}"
+            f"input '{name}': 'shape' must be a list of at most {MAX_DIMS} integers in "
+            f"[0, 2^63), got {_show(shape)}"
         )
+    if len(shape) > MAX_DIMS:
+        raise InvalidRequest(
+            f"input '{name}': 'shape' may have at most {MAX_DIMS} dimensions, got {len(shape)}"
+        )
+    for d in shape:
+        if type(d) is not int or d < 0 or d >= DIM_LIMIT:
+            raise InvalidRequest(
+                f"input '{name}': every 'shape' dimension must be an integer in [0, 2^63), "
+                f"got {_show(d)} in {_show(shape)}"
+            )
     return tuple(shape)
+
+
+def check_nesting(name: str, values: Any) -> None:
+    """Refuse JSON values nested deeper than MAX_DIMS lists (one level per dimension).
+
+    Follows the first element down, so it costs at most MAX_DIMS steps; ragged values
+    deeper elsewhere are refused by numpy's own (bounded) shape discovery.
+    """
+    depth = 0
+    while isinstance(values, list):
+        depth += 1
+        if depth > MAX_DIMS:
+            raise InvalidRequest(
+                f"input '{name}': values are nested more than {MAX_DIMS} lists deep; "
+                f"a tensor has at most {MAX_DIMS} dimensions"
+            )
+        if not values:
+            return
+        values = values[0]
+
+
+def _check_empty_shape(name: str, datatype: str, shape: tuple[int, ...]) -> None:
+    """A shape with no elements can still name dimensions too large for any array."""
+    size = NUMPY_DTYPES[datatype].itemsize
+    for d in shape:
+        if d:
+            size *= d
+    if size >= DIM_LIMIT:
+        raise InvalidRequest(
+            f"input '{name}': shape {format_shape(shape)} holds no elements, but its other "
+            "dimensions describe a tensor of more than 2^63 bytes"
+        )
 
 
 def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
     """Build the array for JSON ``data`` (flat or nested, row-major) of ``shape``."""
     count = element_count(shape)
     if datatype == "BYTES":
-        return _bytes_tensor(name, shape, _flatten_bytes(name, data))
+        return _bytes_tensor(name, datatype, shape, _flatten_bytes(name, data))
 
     target = NUMPY_DTYPES[datatype]
     raw = _parse_numbers(name, datatype, data)
     if raw.size != count:
         raise _count_error(name, shape, count, raw.size)
     if count == 0:
+        _check_empty_shape(name, datatype, shape)
         return np.zeros(shape, dtype=target)
     return cast_numeric(name, datatype, raw).reshape(shape)
 
@@ -84,11 +134,35 @@ def _parse_numbers(name: str, datatype: str, values: Any) -> np.ndarray:
             f"input '{name}': 'data' must be a flat or evenly nested list of {datatype} "
             "values (every row the same length)"
         ) from None
-    if raw.dtype.kind in "fO" and NUMPY_DTYPES[datatype].kind in "iu":
+    kind = NUMPY_DTYPES[datatype].kind
+    if raw.dtype.kind in "fO" and kind in "iu":
         # numpy turns a mix of negative and above-int64 integers into float64 (or object);
         # rebuild exactly when every value really is an integer
         return _exact_integers(raw, values)
+    if raw.dtype.kind in "UO" and kind == "f":
+        # "NaN", "Infinity" and "-Infinity" among the numbers (JSON has no such literals)
+        return _with_non_finite_words(raw, values)
     return raw
+
+
+def _with_non_finite_words(raw: np.ndarray, values: Any) -> np.ndarray:
+    """The floats of ``values`` when its only strings are the non-finite words, else
+    ``raw`` (then reported as mixed or non-numeric values). Only requests that carry
+    strings in float data come here: a Python loop over the elements is fine."""
+    try:
+        exact = np.array(values, dtype=object)
+        converted: list[float] = []
+        for value in exact.ravel().tolist():
+            if type(value) is str:
+                value = NON_FINITE_WORDS.get(value)
+                if value is None:
+                    return raw
+            elif type(value) not in (int, float, bool):
+                return raw
+            converted.append(float(value))
+        return np.array(converted, dtype=np.float64).reshape(exact.shape)
+    except (ValueError, TypeError, OverflowError):
+        return raw
 
 
 def _exact_integers(raw: np.ndarray, values: Any) -> np.ndarray:
@@ -142,22 +216,56 @@ def array_from_bytes(
     """Build the array for raw little-endian tensor bytes (Triton's binary extension)."""
     count = element_count(shape)
     if datatype == "BYTES":
-        return _bytes_tensor(name, shape, _split_length_prefixed(name, buffer))
+        return _bytes_tensor(name, datatype, shape, _split_length_prefixed(name, buffer))
     dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
     expected = count * dtype.itemsize
     if len(buffer) != expected:
         raise InvalidRequest(
-            f"input '{name}': shape {list(shape)} of {datatype} needs {expected} bytes "
-            f"of binary data, got {len(buffer)}"
+            f"input '{name}': shape {format_shape(shape)} of {datatype} needs "
+            f"{_count_text(expected)} bytes of binary data, got {len(buffer)}"
         )
+    if count == 0:
+        _check_empty_shape(name, datatype, shape)
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
 def json_data(array: np.ndarray) -> Any:
-    """The flat, row-major JSON value of an output (numpy arrays go to orjson as is)."""
+    """The flat, row-major JSON value of an output (numpy arrays go to orjson as is).
+
+    Non-finite floats become the strings "NaN", "Infinity" and "-Infinity" (orjson would
+    write null, which loses the sign of an infinity)."""
     if array.dtype.kind in "OSU":
         return [_text(item) for item in array.ravel().tolist()]
-    return np.ascontiguousarray(array).ravel()
+    flat = np.ascontiguousarray(array).ravel()
+    if array.dtype.kind == "f":
+        finite = np.isfinite(flat)
+        if not finite.all():
+            return with_non_finite_words(flat, finite)
+    return flat
+
+
+def with_non_finite_words(array: np.ndarray, finite: np.ndarray) -> Any:
+    """``array`` as nested lists, its non-finite elements as NON_FINITE_WORDS strings.
+
+    orjson writes the finite values (shortest repr of their own precision) and reads them
+    back; only the non-finite elements are visited one by one."""
+    if array.ndim == 0:
+        return _non_finite_word(float(array))
+    nested = orjson.loads(
+        orjson.dumps(np.where(finite, array, 0), option=orjson.OPT_SERIALIZE_NUMPY)
+    )
+    for index in np.argwhere(~finite).tolist():
+        row = nested
+        for i in index[:-1]:
+            row = row[i]
+        row[index[-1]] = _non_finite_word(float(array[tuple(index)]))
+    return nested
+
+
+def _non_finite_word(value: float) -> str:
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def to_bytes(array: np.ndarray) -> bytes:
@@ -178,10 +286,14 @@ def _text(item: object) -> str:
     return str(item)
 
 
-def _bytes_tensor(name: str, shape: tuple[int, ...], items: list[bytes]) -> np.ndarray:
+def _bytes_tensor(
+    name: str, datatype: str, shape: tuple[int, ...], items: list[bytes]
+) -> np.ndarray:
     count = element_count(shape)
     if len(items) != count:
         raise _count_error(name, shape, count, len(items))
+    if count == 0:
+        _check_empty_shape(name, datatype, shape)
     array = np.empty(count, dtype=object)
     array[:] = items
     return array.reshape(shape)
@@ -226,10 +338,38 @@ def _split_length_prefixed(name: str, buffer: memoryview) -> list[bytes]:
 
 def _count_error(name: str, shape: Sequence[int], expected: int, got: int) -> InvalidRequest:
     return InvalidRequest(
-        f"input '{name}': shape {list(shape)} holds {expected} elements, but 'data' has {got}"
+        f"input '{name}': shape {format_shape(shape)} holds {_count_text(expected)} elements, "
+        f"but 'data' has {got}"
     )
 
 
+def _count_text(number: int) -> str:
+    """A count for a message: in full below 10^18, else as a power of two (a huge int
+    may not even be convertible to text: Python refuses more than 4300 digits)."""
+    if -(10**18) < number < 10**18:
+        return str(number)
+    return f"about 2^{abs(number).bit_length() - 1}"
+
+
 def _show(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    """A short preview of a JSON value for a message: bounded work whatever its size or
+    depth (repr would recurse into deep nesting and refuse huge integers)."""
+    text = _sketch(value, 3)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sketch(value: Any, depth: int) -> str:
+    if isinstance(value, list):
+        if depth == 0 or not value:
+            return "[...]" if value else "[]"
+        items = [_sketch(item, depth - 1) for item in value[:6]]
+        if len(value) > 6:
+            items.append(f"... ({len(value)} items)")
+        return "[" + ", ".join(items) + "]"
+    if isinstance(value, dict):
+        return "{...}" if value else "{}"
+    if isinstance(value, str):
+        return repr(value[:40] + "..." if len(value) > 40 else value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _count_text(value)
+    return repr(value) if isinstance(value, float | bool) or value is None else type(value).__name__

@@ -17,7 +17,13 @@ import orjson
 from gateway.errors import InvalidRequest
 from gateway.protocol.jsonbody import load_object
 from gateway.protocol.signature import Signature, TensorSpec
-from gateway.protocol.tensors import as_numeric_array, json_data
+from gateway.protocol.tensors import (
+    MAX_DIMS,
+    as_numeric_array,
+    check_nesting,
+    json_data,
+    with_non_finite_words,
+)
 
 _ALLOWED_KEYS = {"instances", "inputs", "signature_name"}
 
@@ -48,7 +54,10 @@ def _decode_instances(instances: Any, signature: Signature) -> dict[str, np.ndar
             f'"instances" must be a non-empty list of rows, got {_kind(instances)}'
         )
     names = signature.input_names
-    if all(isinstance(row, dict) for row in instances):
+    # TF Serving: {"b64": "..."} is a bytes value, so for a model whose one input is BYTES
+    # such a row is a bare value rather than an object naming inputs
+    b64_rows = len(names) == 1 and names[0] != "b64" and signature.inputs[0].datatype == "BYTES"
+    if all(isinstance(row, dict) and not (b64_rows and _is_b64(row)) for row in instances):
         columns: dict[str, list[Any]] = {name: [] for name in names}
         for index, row in enumerate(instances):
             unknown = sorted(set(row) - set(names))
@@ -62,7 +71,7 @@ def _decode_instances(instances: Any, signature: Signature) -> dict[str, np.ndar
                     raise InvalidRequest(f"instances[{index}]: missing input '{name}'")
                 columns[name].append(row[name])
     elif len(names) == 1:
-        if any(isinstance(row, dict) for row in instances):
+        if any(isinstance(row, dict) and not (b64_rows and _is_b64(row)) for row in instances):
             raise InvalidRequest('"instances" mixes objects and bare values; use one form')
         columns = {names[0]: instances}
     else:
@@ -100,34 +109,57 @@ def _column_array(spec: TensorSpec, values: Any) -> np.ndarray:
     """One input's values, batch dimension first, as the model's dtype."""
     if spec.datatype == "BYTES":
         return _bytes_array(spec.name, values)
+    check_nesting(spec.name, values)
     return as_numeric_array(spec.name, spec.datatype, values)
 
 
-def _bytes_array(name: str, values: Any) -> np.ndarray:
-    def convert(item: Any) -> Any:
-        if isinstance(item, str):
-            return item.encode()
-        if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
-            try:
-                return base64.b64decode(item["b64"], validate=True)
-            except binascii.Error:
-                raise InvalidRequest(
-                    f"input '{name}': invalid base64 in {{\"b64\": ...}}"
-                ) from None
-        if isinstance(item, list):
-            return [convert(x) for x in item]
-        raise InvalidRequest(
-            f"input '{name}': BYTES values must be strings or {{\"b64\": ...}}, got {_kind(item)}"
-        )
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
-    converted = convert(values)
-    try:
-        shaped = np.array(converted, dtype=object)
-    except ValueError:
-        raise InvalidRequest(f"input '{name}': values must form an evenly shaped array") from None
-    if shaped.dtype != object or any(not isinstance(x, bytes) for x in shaped.ravel()):
+
+def _bytes_array(name: str, values: Any) -> np.ndarray:
+    """Strings and {"b64": ...} objects, nested evenly, as an object array of bytes.
+
+    Iterative and bounded: the shape comes from the first element at each level (at most
+    MAX_DIMS of them), then every list is checked against it on one pass."""
+    shape: list[int] = []
+    probe = values
+    while isinstance(probe, list):
+        if len(shape) == MAX_DIMS:
+            check_nesting(name, values)  # raises: nested deeper than MAX_DIMS
+        shape.append(len(probe))
+        if not probe:
+            break
+        probe = probe[0]
+    rank = len(shape)
+    flat: list[bytes] = []
+    stack: list[tuple[Any, int]] = [(values, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth < rank:
+            if not isinstance(item, list) or len(item) != shape[depth]:
+                raise InvalidRequest(f"input '{name}': values must form an evenly shaped array")
+            stack.extend((x, depth + 1) for x in reversed(item))
+        else:
+            flat.append(_bytes_value(name, item))
+    array = np.empty(len(flat), dtype=object)
+    array[:] = flat
+    return array.reshape(shape)
+
+
+def _bytes_value(name: str, item: Any) -> bytes:
+    if isinstance(item, str):
+        return item.encode()
+    if _is_b64(item) and isinstance(item["b64"], str):
+        try:
+            return base64.b64decode(item["b64"], validate=True)
+        except binascii.Error:
+            raise InvalidRequest(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+    if isinstance(item, list):
         raise InvalidRequest(f"input '{name}': values must form an evenly shaped array")
-    return shaped
+    raise InvalidRequest(
+        f"input '{name}': BYTES values must be strings or {{\"b64\": ...}}, got {_kind(item)}"
+    )
 
 
 def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> bytes:
@@ -144,9 +176,7 @@ def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> b
             '(columnar) instead of "instances"'
         )
     # row i of a 1-D output is a numpy scalar, which orjson may not know (e.g. longlong)
-    nested = [
-        (n, _nested(a) if a.dtype.kind in "OSU" or a.ndim > 1 else a.tolist()) for n, a in outputs
-    ]
+    nested = [(n, a.tolist() if _plain_vector(a) else _nested(a)) for n, a in outputs]
     count = rows.pop()
     return orjson.dumps(
         {"predictions": [{n: value[i] for n, value in nested} for i in range(count)]},
@@ -157,11 +187,24 @@ def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> b
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
+def _plain_vector(array: np.ndarray) -> bool:
+    """A 1-D numeric output whose ``tolist()`` orjson writes as it is (finite floats)."""
+    if array.ndim != 1 or array.dtype.kind in "OSU":
+        return False
+    return array.dtype.kind != "f" or bool(np.isfinite(array).all())
+
+
 def _nested(array: np.ndarray) -> Any:
     if array.dtype.kind in "OSU":
         text = np.empty(array.size, dtype=object)
         text[:] = json_data(array)
         return text.reshape(array.shape).tolist()
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            return with_non_finite_words(array, finite)
+    if array.ndim == 0:
+        return array[()]  # orjson writes numpy scalars, not 0-d arrays
     return np.ascontiguousarray(array)
 
 

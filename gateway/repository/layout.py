@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-_VERSION_DIR = re.compile(r"^[1-9][0-9]{0,17}$")
+# \A and \Z, not ^ and $: "$" also matches before a trailing newline
+MODEL_NAME = re.compile(r"\A[A-Za-z0-9_.-]{1,128}\Z")
+_VERSION_DIR = re.compile(r"\A[1-9][0-9]{0,17}\Z")
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "model.toml"
 

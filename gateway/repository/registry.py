@@ -318,7 +318,8 @@ def _invalid_name(name: str) -> str:
 
 
 def _parse_version(model: str, version: str) -> int:
-    if version.isascii() and version.isdigit() and not version.startswith("0"):
+    """A version path segment: 1-18 ASCII digits, no leading zero (else 404, SPEC 10)."""
+    if len(version) <= 18 and version.isascii() and version.isdigit() and version[0] != "0":
         return int(version)
     raise ModelNotFound(
         f"model '{model}' has no version '{version[:40]}'; versions are positive integers "
