@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import platform
+import weakref
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -29,6 +30,9 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from gateway import __version__
 from gateway.tallies import Spread, Tally
+
+if TYPE_CHECKING:
+    from gateway.features.lookup import CacheSize
 
 T = TypeVar("T", Tally, Spread)
 DISPATCH_REASONS = ("full", "preferred", "delay", "idle")
@@ -192,6 +196,23 @@ class Metrics:
             "Feature store calls that failed or timed out",
             registry=self.registry,
         )
+        self.feature_cache_bytes = Gauge(
+            "gateway_feature_cache_bytes",
+            "Bytes a model's local feature cache holds: keys, rows and a fixed overhead per "
+            "entry (at most [features] local_max_bytes)",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.feature_cache_entries = Gauge(
+            "gateway_feature_cache_entries",
+            "Entries in a model's local feature cache (at most [features] local_max_entries)",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        # read when flushed; weak: a cache goes with its model's [features]
+        self._caches: dict[str, weakref.ref[CacheSize]] = {}
         # label lookups cost more than the increments: bind each combination once
         self._request_children: dict[tuple[str, str, str, int], tuple[Tally, Spread | None]] = {}
         self._unflushed: list[Tally | Spread] = []
@@ -210,6 +231,10 @@ class Metrics:
             instrument.flush()
         for gauge, waiting in self._depths.values():
             gauge.set(waiting())
+        for model, reference in self._caches.items():
+            cache = reference()
+            self.feature_cache_bytes.labels(model).set(0 if cache is None else cache.bytes)
+            self.feature_cache_entries.labels(model).set(0 if cache is None else len(cache))
 
     async def flush_every(self, seconds: float) -> None:
         """Flush until cancelled, then once more (for a worker among several)."""
@@ -332,6 +357,8 @@ class FeatureMetrics:
     """One model's feature lookup counts, bound to their labels once."""
 
     def __init__(self, metrics: Metrics, model: str) -> None:
+        self._metrics = metrics
+        self._model = model
         self._sources = {
             source: metrics._track(Tally(metrics.feature_lookups.labels(model, source)))
             for source in FEATURE_SOURCES
@@ -340,6 +367,10 @@ class FeatureMetrics:
 
     def counter(self, source: str) -> Tally:
         return self._sources[source]
+
+    def track_cache(self, cache: CacheSize) -> None:
+        """Report the size of ``cache`` (the model's current one) when flushed."""
+        self._metrics._caches[self._model] = weakref.ref(cache)
 
 
 def worker_gone(shared_dir: Path, pid: int) -> None:

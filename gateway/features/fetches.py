@@ -7,12 +7,21 @@ or in flight is not asked for again: its callers share the answer.
 
 Each caller waits on its own ``Waiter`` (one future per request, not per key), so
 a caller that gives up cancels nothing that others share.
+
+A batch goes to the store in chunks of at most ``FETCH_CHUNK`` keys, one after the
+other, each under its own timeout: many concurrent callers (or one with many ids)
+make more calls, never one call too large to answer within ``redis_timeout_ms``.
+
+Store failures and malformed entities are logged, one line per model at most every
+``REPORT_INTERVAL_S`` with the counts since the previous line (``FailureLog``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -26,6 +35,90 @@ log = logging.getLogger("gateway.features")
 
 # what a key's fetch ended with: its row, or why there is none
 Outcome = FeatureRow | StoreUnavailable | FeatureDataInvalid
+
+# keys per store call at most: a single Redis answers 256 keys of six fields in about
+# 1-4 ms (4096 keys: 15-50 ms, past the default redis_timeout_ms of 20)
+FETCH_CHUNK = 256
+REPORT_INTERVAL_S = 10.0  # one failure log line per model at most this often
+_SHOWN_DETAIL = 200
+
+
+class FailureLog:
+    """One model's store failures (by kind) and malformed entities, counted until the next
+    log line, which is due at most once every ``interval_s``; pure, with an injected
+    clock. The first failure after a quiet spell is reported at once."""
+
+    def __init__(self, interval_s: float, now: Callable[[], float]) -> None:
+        self._interval = interval_s
+        self._now = now
+        self._last_line: float | None = None
+        self._since = 0.0  # when the first of the counts was made
+        self._failures: dict[str, int] = {}
+        self._keys = 0
+        self._malformed = 0
+        self._last_failure = ""
+        self._last_malformed = ""
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._failures or self._malformed)
+
+    def failed(self, kind: str, detail: str, keys: int) -> None:
+        """A store call for ``keys`` keys failed."""
+        if not self.pending:
+            self._since = self._now()
+        self._failures[kind] = self._failures.get(kind, 0) + 1
+        self._keys += keys
+        self._last_failure = detail
+
+    def malformed(self, count: int, detail: str) -> None:
+        """``count`` entities came back malformed (not a HASH, values not numbers)."""
+        if not self.pending:
+            self._since = self._now()
+        self._malformed += count
+        self._last_malformed = detail
+
+    def due_in(self) -> float:
+        """Seconds until a line may be logged (0: now)."""
+        if self._last_line is None:
+            return 0.0
+        return max(0.0, self._last_line + self._interval - self._now())
+
+    def take(self) -> str | None:
+        """The line for the counts so far (None if there are none); they start again."""
+        if not self.pending:
+            return None
+        now = self._now()
+        parts = []
+        if self._failures:
+            calls = sum(self._failures.values())
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self._failures.items()))
+            parts.append(
+                f"{calls} store call{'s' if calls != 1 else ''} failed ({kinds}; "
+                f"{self._keys} keys answered from the local cache or defaults)"
+            )
+        if self._malformed:
+            parts.append(
+                f"{self._malformed} malformed entit{'ies' if self._malformed != 1 else 'y'} "
+                "(answered as missing)"
+            )
+        line = " and ".join(parts) + f" in the last {now - self._since:.1f} s"
+        if self._failures:
+            line += f"; last failure: {_printable(self._last_failure)}"
+        if self._malformed:
+            line += f"; last malformed: {_printable(self._last_malformed)}"
+        self._failures = {}
+        self._keys = self._malformed = 0
+        self._last_line = now
+        return line
+
+
+def _printable(text: str) -> str:
+    """``text`` cut short, with control characters escaped (keys hold callers' ids)."""
+    text = text[:_SHOWN_DETAIL]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class Waiter:
@@ -55,6 +148,7 @@ class FetchBatcher:
         timeout_s: float,
         cache: LocalCache[FeatureRow],
         fetched: Callable[[int], None] | None = None,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._model = model
         self._store = store
@@ -66,6 +160,8 @@ class FetchBatcher:
         self._pending: dict[str, list[Waiter]] = {}  # for the next fetch
         self._in_flight: dict[str, list[Waiter]] = {}  # in the current one
         self._task: asyncio.Task[None] | None = None
+        self.failures = FailureLog(REPORT_INTERVAL_S, now)
+        self._report_timer: asyncio.TimerHandle | None = None
 
     def ask(self, keys: Iterable[str], count: int) -> Waiter:
         """A waiter for ``count`` distinct keys, each joining a fetch."""
@@ -83,6 +179,9 @@ class FetchBatcher:
         return waiter
 
     async def aclose(self) -> None:
+        if self._report_timer is not None:
+            self._report_timer.cancel()
+            self._report_timer = None
         task = self._task
         if task is not None:
             task.cancel()
@@ -91,8 +190,14 @@ class FetchBatcher:
     async def _fetch_pending(self) -> None:
         try:
             while self._pending:
-                batch = self._in_flight = self._pending
-                self._pending = {}
+                pending = self._pending
+                if len(pending) <= FETCH_CHUNK:
+                    batch = self._in_flight = pending
+                    self._pending = {}
+                else:  # the first FETCH_CHUNK keys now, the rest (and newcomers) next
+                    batch = self._in_flight = dict(itertools.islice(pending.items(), FETCH_CHUNK))
+                    for key in batch:
+                        del pending[key]
                 outcomes = await self._fetch(list(batch))
                 for (key, waiters), outcome in zip(batch.items(), outcomes, strict=True):
                     for waiter in waiters:
@@ -117,12 +222,43 @@ class FetchBatcher:
                 keys, self._fields, self._defaults, self._timeout_s
             )
         except StoreUnavailable as error:
+            self.failures.failed(error.kind, str(error), len(keys))
+            self._report()
             return [error] * len(keys)
         except Exception as error:  # a bug or an unexpected client error: fail, do not hang
-            log.exception("feature fetch for model %s failed", self._model)
-            return [StoreUnavailable(f"unexpected error: {error!r}")] * len(keys)
+            failure = StoreUnavailable(f"unexpected error: {error!r}")
+            if self.failures.due_in() == 0:
+                log.exception("feature fetch for model %s failed", self._model)
+            self.failures.failed("unexpected", str(failure), len(keys))
+            self._report()
+            return [failure] * len(keys)
         cache = self._cache
+        malformed: FeatureDataInvalid | None = None
+        count = 0
         for key, outcome in zip(keys, outcomes, strict=True):
             if isinstance(outcome, FeatureRow):
-                cache.put(key, outcome)
+                cache.put(key, outcome, outcome.vector.nbytes)
+            else:  # not cached: asked for again, it is looked up again
+                malformed = outcome
+                count += 1
+        if malformed is not None:
+            self.failures.malformed(count, malformed.message)
+            self._report()
         return outcomes
+
+    def _report(self) -> None:
+        """Log the failure counts now if a line is due, else once it is."""
+        if self._report_timer is not None:
+            return  # a line is already on its way
+        delay = self.failures.due_in()
+        if delay <= 0:
+            self._log_failures()
+        else:
+            loop = asyncio.get_running_loop()
+            self._report_timer = loop.call_later(delay, self._log_failures)
+
+    def _log_failures(self) -> None:
+        self._report_timer = None
+        line = self.failures.take()
+        if line is not None:
+            log.warning("feature store, model %s: %s", self._model, line)

@@ -4,16 +4,23 @@ A request first reads the local cache; the keys it misses join the next batched
 fetch (``FetchBatcher``). When the store fails (or its breaker is open), rows are
 answered from the local cache, even expired entries, and otherwise from the
 defaults; or, with ``on_redis_error = "error"``, the request gets 503.
+
+Entities the store does not have are cached too (negative caching: a caller that
+repeats unknown ids does not send each to the store), within the same bounds in
+entries and bytes and the same TTL. An entity that is malformed in the store (not
+a HASH, a value that is not a number) is missing for that entity alone: its row
+takes the defaults (or, with ``missing = "error"``, the request gets 400 naming
+it), it is not cached, and it is logged (see ``fetches.FailureLog``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Protocol
 
 import numpy as np
 
-from gateway.errors import FeatureStoreUnavailable, InvalidRequest
+from gateway.errors import FeatureDataInvalid, FeatureStoreUnavailable, InvalidRequest
 from gateway.features.cache import LocalCache
 from gateway.features.fetches import FetchBatcher, Waiter
 from gateway.features.keys import KeyTemplate
@@ -40,9 +47,14 @@ class _Uncounted:
     count = 0
 
 
+class CacheSize(Sized, Protocol):
+    bytes: int  # charged for the entries held now (len(): how many)
+
+
 class FeatureObserver(Protocol):
     def counter(self, source: str) -> RowCounter: ...
     def fetched(self, keys: int) -> None: ...
+    def track_cache(self, cache: CacheSize) -> None: ...
 
 
 class FeatureLookup:
@@ -63,7 +75,11 @@ class FeatureLookup:
         self._missing = FeatureRow(self._defaults, found=False)
         self._missing_is_error = config.missing == "error"
         self._cache: LocalCache[FeatureRow] = LocalCache(
-            config.local_max_entries, config.local_ttl_ms / 1000, now, jitter=TTL_JITTER
+            config.local_max_entries,
+            config.local_ttl_ms / 1000,
+            now,
+            jitter=TTL_JITTER,
+            max_bytes=config.local_max_bytes,
         )
         # rows by source: the metrics read these counters
         self._counters: tuple[RowCounter, ...] = tuple(
@@ -78,7 +94,10 @@ class FeatureLookup:
             config.redis_timeout_ms / 1000,
             self._cache,
             observer.fetched if observer is not None else None,
+            now,
         )
+        if observer is not None:
+            observer.track_cache(self._cache)
 
     async def fill(
         self,
@@ -112,6 +131,7 @@ class FeatureLookup:
             config.entity_input,
             inputs.pop(config.entity_input),
             datatypes.pop(config.entity_input),
+            config.max_ids,
         )
         overrides = (
             take_overrides(self._fields, config.entity_input, len(ids), inputs, datatypes)
@@ -188,14 +208,15 @@ class FeatureLookup:
         fallbacks), and counted by source."""
         counts = [len(rows), 0, 0]  # local, redis, default; fetched ones moved below
         outcomes = waiter.outcomes
+        malformed: FeatureDataInvalid | None = None
         for key, where in misses.items():
             outcome = outcomes[key]
             if isinstance(outcome, FeatureRow):
                 row, source = outcome, 1 if outcome.found else 2
             elif isinstance(outcome, StoreUnavailable):
                 row, source = self._fallback(key, outcome)
-            else:
-                raise outcome
+            else:  # malformed in the store: missing, for this entity alone
+                row, source, malformed = self._missing, 2, outcome
             for index in where:
                 rows[index] = row
             if source:
@@ -205,7 +226,7 @@ class FeatureLookup:
             counter.count += count
         complete: list[FeatureRow] = rows  # type: ignore[assignment]  # every slot is set
         if self._missing_is_error:
-            self._check_found(ids, complete)
+            self._check_found(ids, complete, malformed)
         return complete
 
     def _fallback(self, key: str, error: StoreUnavailable) -> tuple[FeatureRow, int]:
@@ -221,7 +242,9 @@ class FeatureLookup:
             return stale, 0
         return self._missing, 2
 
-    def _check_found(self, ids: list[str], rows: list[FeatureRow]) -> None:
+    def _check_found(
+        self, ids: list[str], rows: list[FeatureRow], malformed: FeatureDataInvalid | None = None
+    ) -> None:
         missing = [entity for entity, row in zip(ids, rows, strict=True) if not row.found]
         if missing:
             unique = list(dict.fromkeys(missing))
@@ -232,6 +255,7 @@ class FeatureLookup:
                 f"no features for {self.entity_input} {shown}{more} in the feature store "
                 f"(key {self.config.key!r}); model '{self.model}' has [features] "
                 'missing = "error"'
+                + (f" (malformed in the store: {malformed.message})" if malformed else "")
             )
 
     async def aclose(self) -> None:

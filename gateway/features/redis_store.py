@@ -28,7 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.errors import FeatureDataInvalid
 from gateway.features.breaker import CircuitBreaker
@@ -45,29 +45,41 @@ CONNECT_TIMEOUT_S = 1.0
 # KEYS: the entities; ARGV: the fields. Returns {packed, bad, raw}: ``packed`` holds
 # every row as little-endian FP32 (zeros for a bad row), ``bad`` the 1-based indexes of
 # the rows with an absent field or a value that is not a finite FP32 number, ``raw``
-# their HMGET replies.
+# their HMGET replies (values cut to 256 bytes: enough to parse or show a number), or,
+# for a key that is not a HASH, the error HMGET answered (one malformed entity does not
+# fail the others).
 _FETCH_ROWS = """
 local width = #ARGV
 local format = '<' .. string.rep('f', width)
 local zeros = string.rep('\\0', 4 * width)
 local packed, bad, raw = {}, {}, {}
 for i, key in ipairs(KEYS) do
-  local values = redis.call('HMGET', key, unpack(ARGV))
+  local values = redis.pcall('HMGET', key, unpack(ARGV))
   local numbers = {}
-  for j = 1, width do
-    local number = values[j] and tonumber(values[j])
-    if not number or number ~= number or number > 3.4028234663852886e38
-        or number < -3.4028234663852886e38 then
-      numbers = nil
-      break
+  if values.err then
+    numbers = nil
+    values = values.err
+  else
+    for j = 1, width do
+      local number = values[j] and tonumber(values[j])
+      if not number or number ~= number or number > 3.4028234663852886e38
+          or number < -3.4028234663852886e38 then
+        numbers = nil
+        break
+      end
+      numbers[j] = number
     end
-    numbers[j] = number
   end
   if numbers then
     packed[i] = struct.pack(format, unpack(numbers))
   else
     packed[i] = zeros
     bad[#bad + 1] = i
+    if type(values) == 'table' then
+      for j = 1, width do
+        if values[j] and #values[j] > 256 then values[j] = string.sub(values[j], 1, 256) end
+      end
+    end
     raw[#raw + 1] = values
   end
 end
@@ -110,7 +122,9 @@ class RedisStore:
         self, keys: Sequence[str], fields: Sequence[str], defaults: np.ndarray, timeout_s: float
     ) -> list[FeatureRow | FeatureDataInvalid]:
         if not self.breaker.allow():
-            raise StoreUnavailable(f"{self.name} is failing; skipped until the next probe")
+            raise StoreUnavailable(
+                f"{self.name} is failing; skipped until the next probe", "skipped"
+            )
         try:
             async with asyncio.timeout(timeout_s):
                 if self._single:
@@ -119,19 +133,24 @@ class RedisStore:
                     pipe = self._client.pipeline(transaction=False)
                     for key in keys:
                         pipe.hmget(key, fields)
-                    replies = await pipe.execute()
+                    # errors in place: a key that is not a HASH fails itself alone
+                    replies = _entity_errors(await pipe.execute(raise_on_error=False))
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failed()
             if self._on_error is not None:
                 self._on_error()
-            reason = f"no answer within {timeout_s * 1000:g} ms" if _is_timeout(exc) else exc
-            raise StoreUnavailable(f"{self.name}: {reason}") from None
+            if _is_timeout(exc):
+                raise StoreUnavailable(
+                    f"{self.name}: no answer within {timeout_s * 1000:g} ms", "timeout"
+                ) from None
+            kind = "connection" if isinstance(exc, (RedisConnectionError, OSError)) else "error"
+            raise StoreUnavailable(f"{self.name}: {exc}", kind) from None
         except BaseException:
             self.breaker.failed()  # whatever it was, a half-open probe must not stay pending
             raise
         self.breaker.succeeded()
         if not self._single:
-            return rows_from_replies(keys, fields, replies, defaults)
+            return _cluster_rows(keys, fields, replies, defaults)
         return _unpack(keys, fields, reply, defaults)
 
     async def _run_script(self, keys: Sequence[str], fields: Sequence[str]) -> list[Any]:
@@ -213,16 +232,58 @@ def _unpack(
     keys: Sequence[str], fields: Sequence[str], reply: list[Any], defaults: np.ndarray
 ) -> list[FeatureRow | FeatureDataInvalid]:
     packed, bad, raw = reply
-    # read-only (a view of the reply's bytes): rows are cached and shared
-    table = np.frombuffer(packed, dtype="<f4").reshape(len(keys), len(fields))
-    rows: list[FeatureRow | FeatureDataInvalid] = [FeatureRow(row, True) for row in table]
+    step = 4 * len(fields)
+    # each row its own small read-only array, not a view of the reply: rows are cached
+    # and shared, and a view would keep the whole reply alive while any one row stays
+    rows: list[FeatureRow | FeatureDataInvalid] = [
+        FeatureRow(np.frombuffer(packed[start : start + step], "<f4"), True)
+        for start in range(0, len(keys) * step, step)
+    ]
+    missing = FeatureRow(defaults, found=False)
     for index, values in zip(bad, raw, strict=True):
         key = keys[index - 1]
-        try:
-            rows[index - 1] = row_from_store(key, fields, values, defaults)
-        except FeatureDataInvalid as error:
-            rows[index - 1] = error
+        if isinstance(values, (bytes, str)):  # HMGET's error: not a HASH
+            rows[index - 1] = _not_a_hash(key, values)
+        elif values.count(None) == len(fields):  # no such entity
+            rows[index - 1] = missing
+        else:
+            try:
+                rows[index - 1] = row_from_store(key, fields, values, defaults)
+            except FeatureDataInvalid as error:
+                rows[index - 1] = error
     return rows
+
+
+def _entity_errors(replies: list[Any]) -> list[Any]:
+    """A cluster pipeline's replies, where an error that concerns one key alone (not a
+    HASH) is kept in its place; any other error fails the whole fetch (raised)."""
+    for reply in replies:
+        if isinstance(reply, BaseException) and not _wrong_type(reply):
+            raise reply
+    return replies
+
+
+def _cluster_rows(
+    keys: Sequence[str], fields: Sequence[str], replies: list[Any], defaults: np.ndarray
+) -> list[FeatureRow | FeatureDataInvalid]:
+    if not any(isinstance(reply, BaseException) for reply in replies):
+        return rows_from_replies(keys, fields, replies, defaults)
+    rows: list[FeatureRow | FeatureDataInvalid] = []
+    for key, reply in zip(keys, replies, strict=True):
+        if isinstance(reply, BaseException):
+            rows.append(_not_a_hash(key, str(reply)))
+        else:
+            rows.extend(rows_from_replies([key], fields, [reply], defaults))
+    return rows
+
+
+def _wrong_type(error: BaseException) -> bool:
+    return isinstance(error, ResponseError) and str(error).startswith("WRONGTYPE")
+
+
+def _not_a_hash(key: str, error: bytes | str) -> FeatureDataInvalid:
+    text = error.decode("utf-8", "replace") if isinstance(error, bytes) else error
+    return FeatureDataInvalid(f"feature store: {key} is not a HASH ({text[:80]})")
 
 
 def connect(url: str) -> Any:

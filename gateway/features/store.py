@@ -26,7 +26,14 @@ Values = list[bytes | str | None]
 
 
 class StoreUnavailable(Exception):
-    """The store could not answer (down, slow, or skipped while its breaker is open)."""
+    """The store could not answer (down, slow, or skipped while its breaker is open).
+
+    ``kind`` says which, for the failure log: "timeout", "connection", "skipped"
+    (the breaker is open), "shutdown" or "error" (anything else the store answered)."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class FeatureStore(Protocol):
@@ -35,8 +42,9 @@ class FeatureStore(Protocol):
     async def fetch_rows(
         self, keys: Sequence[str], fields: Sequence[str], defaults: np.ndarray, timeout_s: float
     ) -> list[FeatureRow | FeatureDataInvalid]:
-        """Each key's row (``defaults`` for absent fields), or why its values are not
-        numbers; raises StoreUnavailable."""
+        """Each key's row (``defaults`` for absent fields), or why that one entity is
+        malformed in the store (not a HASH, values that are not numbers); raises
+        StoreUnavailable only for store-level failures (connection, timeout)."""
         ...
 
     async def start(self) -> None: ...

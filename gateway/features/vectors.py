@@ -17,6 +17,8 @@ from gateway.features.keys import parse_values
 from gateway.protocol.datatypes import NUMPY_DTYPES
 
 _FP32_MAX = float(np.finfo(np.float32).max)
+MAX_ID_BYTES = 256  # an entity id longer than this is refused (SPEC 10)
+DEFAULT_MAX_IDS = 4096  # [features] max_ids
 
 
 class FeatureRow(NamedTuple):
@@ -37,10 +39,21 @@ def _read_only(vector: np.ndarray) -> np.ndarray:
     return vector
 
 
+def own_rows(table: np.ndarray) -> list[np.ndarray]:
+    """The rows of a 2-D table, each a read-only array over its own small buffer rather
+    than a view of the table: a cached row must not keep a whole fetch's reply alive."""
+    data = table.tobytes()
+    step = table.shape[1] * table.itemsize
+    dtype = table.dtype
+    return [np.frombuffer(data[i : i + step], dtype) for i in range(0, len(data), step)]
+
+
 def row_from_store(
     key: str, fields: Sequence[str], values: Sequence[bytes | str | None], defaults: np.ndarray
 ) -> FeatureRow:
     """The stored values of one HASH; absent fields take their defaults."""
+    if values.count(None) == len(fields):  # no such entity: the common case here
+        return FeatureRow(defaults, found=False)
     numbers, absent = parse_values(key, fields, values)
     if len(absent) == len(fields):
         return FeatureRow(defaults, found=False)
@@ -79,12 +92,12 @@ def rows_from_replies(
     if table is None or table.shape != (len(keys), len(fields)):
         complete = [False] * len(keys)
     else:
-        table.flags.writeable = False
         complete = np.all(np.isfinite(table), axis=1).tolist()
+    own = own_rows(table) if table is not None and any(complete) else []
     rows: list[FeatureRow | FeatureDataInvalid] = []
     for index, key in enumerate(keys):
         if complete[index]:
-            rows.append(FeatureRow(table[index], found=True))  # type: ignore[index]
+            rows.append(FeatureRow(own[index], found=True))
             continue
         try:
             rows.append(row_from_store(key, fields, replies[index], defaults))
@@ -93,8 +106,11 @@ def rows_from_replies(
     return rows
 
 
-def entity_ids(name: str, array: np.ndarray, datatype: str) -> list[str]:
-    """The ids a caller sent, as text."""
+def entity_ids(
+    name: str, array: np.ndarray, datatype: str, max_ids: int = DEFAULT_MAX_IDS
+) -> list[str]:
+    """The ids a caller sent, as text: at most ``max_ids`` of them, each at most
+    MAX_ID_BYTES bytes of UTF-8 (checked before anything looks them up)."""
     if datatype != "BYTES":
         raise InvalidRequest(f"input '{name}' carries entity ids and must be BYTES, got {datatype}")
     shape = array.shape
@@ -103,15 +119,27 @@ def entity_ids(name: str, array: np.ndarray, datatype: str) -> list[str]:
             f"input '{name}' must have shape [n] or [n, 1] with n >= 1 entity ids, "
             f"got {list(shape)}"
         )
+    if shape[0] > max_ids:
+        raise InvalidRequest(
+            f"input '{name}' carries {shape[0]} entity ids; a request may carry at most "
+            f"{max_ids} ([features] max_ids)"
+        )
     if shape[0] == 1:  # the common case first
         raw = array.flat[0]
-        if type(raw) is bytes and raw:
+        if type(raw) is bytes and raw and len(raw) <= MAX_ID_BYTES:
             try:
                 return [raw.decode()]
             except UnicodeDecodeError:
                 pass  # the loop below says what is wrong
     ids: list[str] = []
     for index, raw in enumerate(array.reshape(-1)):
+        # the size first: a long id is refused before any more work is done on it
+        size = len(raw) if isinstance(raw, bytes) else len(str(raw).encode(errors="replace"))
+        if size > MAX_ID_BYTES:
+            raise InvalidRequest(
+                f"input '{name}' element {index} is an entity id of {size} bytes; "
+                f"entity ids are at most {MAX_ID_BYTES} bytes"
+            )
         try:
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
         except UnicodeDecodeError:

@@ -127,6 +127,9 @@ class FeaturesSection(_Section):
     missing: Literal["default", "error"] = "default"
     local_ttl_ms: Annotated[float, Field(ge=0)] = 1000.0
     local_max_entries: Annotated[int, Field(ge=1)] = 100_000
+    # the local cache's bound in bytes: keys, rows and a fixed overhead per entry
+    local_max_bytes: Annotated[int, Field(ge=1)] = 64 * 1024 * 1024
+    max_ids: Annotated[int, Field(ge=1)] = 4096  # entity ids per request at most
     redis_timeout_ms: Annotated[float, Field(gt=0)] = 20.0
     on_redis_error: Literal["default", "error"] = "default"
 

@@ -228,16 +228,18 @@ def test_unknown_entities_get_defaults_or_a_400(
     assert "user:{user_id}" in message and 'missing = "error"' in message
 
 
-def test_a_value_that_is_not_a_number_names_key_and_field(
-    features_gateway: RunningGateway, redis_up: RedisServer
+def test_a_value_that_is_not_a_number_makes_that_entity_missing(
+    features_gateway: RunningGateway, redis_up: RedisServer, session: ort.InferenceSession
 ) -> None:
     redis_up.client().hset("user:garbled", mapping={"age": "forty", "balance": "1"})
-    response = infer(features_gateway.url, "fraud_nocache", ["garbled", "u0001"])
-    assert response.status_code == 502
-    assert response.json()["error"] == (
-        "feature store: user:garbled field 'age' holds 'forty', which is not a number"
-    )
-    assert probabilities(infer(features_gateway.url, "fraud_nocache", ["u0001"])).shape == (1, 2)
+    got = probabilities(infer(features_gateway.url, "fraud_nocache", ["garbled", "u0001"]))
+    np.testing.assert_allclose(got, expected(session, [DEFAULTS, TABLE["u0001"]]), atol=1e-6)
+    # missing = "error": a 400 that names the entity and what is wrong with it
+    response = infer(features_gateway.url, "fraud_strict", ["garbled", "u0001"])
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert "no features for user_id 'garbled'" in message and "u0001" not in message
+    assert "user:garbled field 'age' holds 'forty', which is not a number" in message
 
 
 def test_local_cache_entries_expire_after_local_ttl_ms(

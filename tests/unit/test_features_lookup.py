@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gateway.errors import ConfigError, FeatureStoreUnavailable, InvalidRequest
-from gateway.features.lookup import FeatureLookup
+from gateway.features.lookup import CacheSize, FeatureLookup
 from gateway.features.store import MemoryStore, StoreUnavailable, Values
 from gateway.features.vectors import entity_ids, take_overrides
 from gateway.protocol.signature import Signature, TensorSpec
@@ -177,6 +177,9 @@ class Counts:
 
     def fetched(self, keys: int) -> None:
         self.fetched_keys.append(keys)
+
+    def track_cache(self, cache: CacheSize) -> None:
+        self.cache = cache
 
 
 def lookup(
