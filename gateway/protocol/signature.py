@@ -50,7 +50,7 @@ class Signature:
 
 def format_shape(shape: Sequence[int], limit: int = 8) -> str:
     """A shape for a message: at most ``limit`` dimensions, then how many there are."""
-    shown = ", ".join(str(d) if -(10**18) < d < 10**18 else "huge" for d in shape[:limit])
+    shown = ", ".join(str(d) if -(2**63) <= d < 2**63 else "huge" for d in shape[:limit])
     if len(shape) > limit:
         return f"[{shown}, ... ({len(shape)} dimensions)]"
     return f"[{shown}]"

@@ -344,9 +344,9 @@ def _count_error(name: str, shape: Sequence[int], expected: int, got: int) -> In
 
 
 def _count_text(number: int) -> str:
-    """A count for a message: in full below 10^18, else as a power of two (a huge int
+    """A count for a message: in full below 2^63, else as a power of two (a huge int
     may not even be convertible to text: Python refuses more than 4300 digits)."""
-    if -(10**18) < number < 10**18:
+    if -(2**63) <= number < 2**63:
         return str(number)
     return f"about 2^{abs(number).bit_length() - 1}"
 

@@ -7,7 +7,6 @@ signature, so decoding needs it.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +152,7 @@ def _bytes_value(name: str, item: Any) -> bytes:
     if _is_b64(item) and isinstance(item["b64"], str):
         try:
             return base64.b64decode(item["b64"], validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a non-ASCII string
             raise InvalidRequest(f"input '{name}': invalid base64 in {{\"b64\": ...}}") from None
     if isinstance(item, list):
         raise InvalidRequest(f"input '{name}': values must form an evenly shaped array")

@@ -195,3 +195,130 @@ def test_still_serving_after_the_fuzzing(http: httpx.Client) -> None:
 @given(document=nearly_valid_feature_requests())
 def test_v2_feature_requests(http: httpx.Client, document: dict) -> None:
     _check(http.post("/v2/models/fraud/infer", content=json.dumps(document).encode()))
+
+
+# hostile shapes, nesting, datatypes and binary framings (SPEC 10): whatever they are, the
+# answer is 200 or a 4xx with a JSON error, and the server keeps answering others
+HOSTILE = settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+huge_ints = st.sampled_from([2**31, 2**32 - 1, 2**53 + 1, 2**62, 2**63 - 1, 2**63, 2**64 - 1])
+dimensions = (
+    st.integers(min_value=0, max_value=4)
+    | st.integers(min_value=-(2**63), max_value=-1)
+    | huge_ints
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+)
+hostile_shapes = (
+    st.lists(dimensions, max_size=6)
+    | st.lists(st.integers(min_value=0, max_value=2), min_size=30, max_size=70)
+    | st.builds(lambda n, d: [d] * n, st.integers(min_value=33, max_value=20_000), dimensions)
+    | st.builds(lambda n: [0, *[2**63 - 1] * n], st.integers(min_value=1, max_value=31))
+)
+
+
+def _deep(depth: int, leaf: object) -> object:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+nested_data = st.builds(
+    _deep,
+    st.integers(min_value=0, max_value=1100),
+    st.sampled_from([1, 1.5, "x", {"b64": "aGk="}, None, 2**64 - 1]),
+)
+hostile_data = nested_data | st.lists(scalars | huge_ints, max_size=8) | json_values
+hostile_tensor = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["in_FP32", "in_BYTES", "in_INT64", "x", "v", "a", "index"]),
+        "shape": hostile_shapes,
+        "datatype": st.sampled_from(DATATYPES),
+    },
+    optional={"data": hostile_data},
+)
+hostile_paths = st.sampled_from(
+    [
+        "/v2/models/types/infer",
+        "/v2/models/scalar/infer",
+        "/v2/models/lookup/infer",
+        "/v2/models/pair/infer",
+        "/v2/models/types/versions/1/infer",
+    ]
+)
+
+
+def _check_live(http: httpx.Client, response: httpx.Response) -> None:
+    _check(response)
+    assert http.get("/v2/health/live").status_code == 200
+
+
+@HOSTILE
+@given(path=hostile_paths, inputs=st.lists(hostile_tensor, min_size=1, max_size=3))
+def test_v2_hostile_shapes_and_nesting(http: httpx.Client, path: str, inputs: list) -> None:
+    _check_live(http, http.post(path, content=json.dumps({"inputs": inputs}).encode()))
+
+
+@HOSTILE
+@given(
+    path=hostile_paths,
+    inputs=st.lists(hostile_tensor, min_size=1, max_size=3),
+    sizes=st.lists(
+        st.integers(min_value=-5, max_value=64) | huge_ints | st.just(-(2**63)), max_size=3
+    ),
+    blob=st.binary(max_size=64),
+    length=st.sampled_from(["exact", "short", "long", "negative", "huge", "junk"]),
+)
+def test_v2_hostile_binary_framing(
+    http: httpx.Client, path: str, inputs: list, sizes: list, blob: bytes, length: str
+) -> None:
+    for tensor, size in zip(inputs, sizes, strict=False):
+        tensor.pop("data", None)
+        tensor["parameters"] = {"binary_data_size": size}
+    header = json.dumps({"inputs": inputs}).encode()
+    value = {
+        "exact": str(len(header)),
+        "short": str(max(len(header) - 3, 0)),
+        "long": str(len(header) + len(blob) + 1),
+        "negative": "-1",
+        "huge": str(2**64),
+        "junk": "1e3",
+    }[length]
+    response = http.post(
+        path, content=header + blob, headers={"Inference-Header-Content-Length": value}
+    )
+    _check_live(http, response)
+
+
+hostile_v1_values = (
+    nested_data
+    | st.builds(lambda rows, value: [value] * rows, st.integers(0, 3), nested_data)
+    | st.lists(st.fixed_dictionaries({"b64": st.text(max_size=8)}) | st.text(max_size=4))
+    | json_values
+)
+
+
+@HOSTILE
+@given(
+    path=st.sampled_from(
+        [
+            "/v1/models/text:predict",
+            "/v1/models/scalar:predict",
+            "/v1/models/lookup:predict",
+            "/v1/models/types:predict",
+        ]
+    ),
+    key=st.sampled_from(["instances", "inputs"]),
+    value=hostile_v1_values,
+    named=st.booleans(),
+)
+def test_v1_hostile_nesting(
+    http: httpx.Client, path: str, key: str, value: object, named: bool
+) -> None:
+    if named and key == "inputs":
+        value = {"x": value, "v": value, "text": value, "index": value}
+    _check_live(http, http.post(path, content=json.dumps({key: value}).encode()))

@@ -310,9 +310,10 @@ def test_b64_rows_work_for_a_single_bytes_input_model(client: httpx.Client) -> N
     assert named.json() == {"predictions": ["hello"]}
 
 
-def test_invalid_b64_is_400(client: httpx.Client) -> None:
-    """A {"b64": ...} row that is not base64 is 400 naming the input."""
-    response = _post_json(client, "/v1/models/text:predict", {"instances": [{"b64": "%%%"}]})
+@pytest.mark.parametrize("text", ["%%%", "é"])
+def test_invalid_b64_is_400(client: httpx.Client, text: str) -> None:
+    """A {"b64": ...} row that is not base64 (non-ASCII included) is 400 naming the input."""
+    response = _post_json(client, "/v1/models/text:predict", {"instances": [{"b64": text}]})
     _error(response, 400, "input 'text'", "invalid base64")
 
 
@@ -347,6 +348,29 @@ def test_non_finite_inputs_are_read_from_bare_literals_and_strings(client: httpx
         client, "/v2/models/types/infer", _types_request(FP32={"data": ["1.5", 1.0, 2.0]})
     )
     _error(bad, 400, "in_FP32", "expected FP32 values")
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_non_finite_values_round_trip_through_tritonclient(
+    gateway: RunningGateway, binary: bool
+) -> None:
+    """tritonclient, JSON or binary both ways, sends NaN and infinities and reads them
+    back as they were (JSON: its bare NaN literals in, our strings out)."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    values = np.array([[np.nan, np.inf, -np.inf, 1.5]], dtype=np.float32)
+    client = triton.InferenceServerClient(url=gateway.authority, network_timeout=30)
+    try:
+        x = triton.InferInput("x", [], "FP32")
+        x.set_data_from_numpy(np.array(1.0, dtype=np.float32), binary_data=binary)
+        v = triton.InferInput("v", [2, 2], "FP32")
+        v.set_data_from_numpy(values.reshape(2, 2), binary_data=binary)
+        outputs = [triton.InferRequestedOutput("scaled", binary_data=binary)]
+        result = client.infer("scalar", [x, v], outputs=outputs)
+    finally:
+        client.close()
+    np.testing.assert_array_equal(result.as_numpy("scaled"), values.reshape(2, 2))
 
 
 @pytest.mark.parametrize("name", ["types%0A", "types%0D%0AFORGED", "types%00"])

@@ -246,7 +246,8 @@ def test_compressed_request_bodies(client: httpx.Client, encoding: str) -> None:
 
 def test_values_beyond_a_float_type_overflow_to_infinity(client: httpx.Client) -> None:
     """FP16 holds at most 65504 and FP32 about 3.4e38: larger JSON numbers become inf
-    (JSON null on the way out), as a cast does, never a warning turned into a 500."""
+    (the JSON string "Infinity" on the way out), as a cast does, never a warning turned
+    into a 500."""
     inputs = [
         {"name": f"in_{dt}", "shape": [1, 3], "datatype": dt, "data": SAMPLES[dt][:3]}
         for dt in DATATYPES
@@ -259,5 +260,5 @@ def test_values_beyond_a_float_type_overflow_to_infinity(client: httpx.Client) -
     response = client.post("/v2/models/types/infer", content=orjson.dumps({"inputs": inputs}))
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
-    assert outputs["out_FP16"] == [None, None, 1.0]
-    assert outputs["out_FP32"] == [None, 2.0, 3.0]
+    assert outputs["out_FP16"] == ["Infinity", "-Infinity", 1.0]
+    assert outputs["out_FP32"] == ["Infinity", 2.0, 3.0]
