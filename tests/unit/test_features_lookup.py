@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gateway.errors import ConfigError, FeatureStoreUnavailable, InvalidRequest
+from gateway.features.fetches import FETCH_CHUNK
 from gateway.features.lookup import CacheSize, FeatureLookup
 from gateway.features.store import MemoryStore, StoreUnavailable, Values
 from gateway.features.vectors import entity_ids, take_overrides
@@ -41,6 +42,8 @@ def section(**overrides: object) -> FeaturesSection:
         ({"on_redis_error": "retry"}, "input should be 'default' or 'error'"),
         ({"redis_timeout_ms": 0}, "[features] redis_timeout_ms"),
         ({"local_max_entries": 0}, "[features] local_max_entries"),
+        ({"local_max_bytes": 0}, "[features] local_max_bytes"),
+        ({"max_ids": 0}, "[features] max_ids"),
         ({"fields": []}, "[features] fields"),
         ({"colour": "red"}, "unknown key [features] colour"),
     ],
@@ -60,6 +63,7 @@ def test_features_defaults() -> None:
         100_000,
         20.0,
     )
+    assert (parsed.local_max_bytes, parsed.max_ids) == (64 * 1024 * 1024, 4096)
     assert parse_model_config({}).features is None
 
 
@@ -110,6 +114,30 @@ def test_entity_ids_are_checked() -> None:
     for array, datatype, message in cases:
         with pytest.raises(InvalidRequest) as error:
             entity_ids("user_id", array, datatype)
+        assert message in error.value.message
+
+
+def test_entity_ids_are_limited_in_count_and_bytes() -> None:
+    """At most max_ids ids, each at most 256 bytes of UTF-8; the message says the limit
+    and what was received."""
+    assert entity_ids("user_id", ids(*[b"u"] * 3), "BYTES", max_ids=3) == ["u"] * 3
+    assert entity_ids("user_id", ids(b"x" * 256), "BYTES") == ["x" * 256]
+    cases = [
+        (
+            ids(*[b"u"] * 4),
+            "input 'user_id' carries 4 entity ids; a request may carry at most 3 "
+            "([features] max_ids)",
+        ),
+        (
+            ids(b"x" * 257),
+            "input 'user_id' element 0 is an entity id of 257 bytes; entity ids are at "
+            "most 256 bytes",
+        ),
+        (ids(b"ok", "é" * 129), "element 1 is an entity id of 258 bytes"),
+    ]
+    for array, message in cases:
+        with pytest.raises(InvalidRequest) as error:
+            entity_ids("user_id", array, "BYTES", max_ids=3)
         assert message in error.value.message
 
 
@@ -319,3 +347,56 @@ def test_fill_replaces_ids_and_overrides_with_the_feature_input() -> None:
         )
 
     asyncio.run(scenario())
+
+
+def test_a_malformed_entity_is_missing_for_itself_alone() -> None:
+    """A value that is not a number makes that entity missing (defaults, not cached), the
+    others keep their features; with missing = "error" the 400 names it and says why."""
+    store, clock, counts = CountingStore(), Clock(), Counts()
+    features = lookup(store, clock, counts)
+    strict = lookup(store, clock, missing="error")
+    store.put("user:bad", {"age": "forty", "balance": "2"})
+
+    async def scenario() -> None:
+        rows = await features.rows(["a", "bad", "b"])
+        assert vectors(rows) == [[30.0, 1.5], [0.0, -1.0], [40.0, -1.0]]
+        assert [row.found for row in rows] == [True, False, True]
+        await features.rows(["bad"])
+        assert store.fetches[-1] == ["user:bad"]  # not cached: asked for again
+        with pytest.raises(InvalidRequest) as error:
+            await strict.rows(["a", "bad"])
+        message = error.value.message
+        assert message.startswith("no features for user_id 'bad' in the feature store")
+        assert "user:bad field 'age' holds 'forty', which is not a number" in message
+
+    asyncio.run(scenario())
+    assert counts.sources == {"redis": 2, "default": 2}
+
+
+def test_a_large_batch_goes_to_the_store_in_chunks() -> None:
+    """However many keys are asked for together, one store call has at most FETCH_CHUNK."""
+    store, clock = CountingStore(), Clock()
+    features = lookup(store, clock)
+
+    async def scenario() -> None:
+        many = [f"n{i}" for i in range(FETCH_CHUNK * 2 + 10)]
+        rows, more = await asyncio.gather(features.rows(many), features.rows(["a", "zz"]))
+        assert len(rows) == len(many) and vectors(more) == [[30.0, 1.5], [0.0, -1.0]]
+        assert [len(keys) for keys in store.fetches] == [FETCH_CHUNK, FETCH_CHUNK, 12]
+        assert sorted(k for keys in store.fetches for k in keys) == sorted(
+            [f"user:{i}" for i in many] + ["user:a", "user:zz"]
+        )
+
+    asyncio.run(scenario())
+
+
+def test_the_cache_is_reported_to_the_observer_and_bounded_in_bytes() -> None:
+    store, clock, counts = CountingStore(), Clock(), Counts()
+    features = lookup(store, clock, counts, local_max_bytes=10_000)
+
+    async def scenario() -> None:
+        for start in range(0, 400, 100):
+            await features.rows([f"{n:0200d}" for n in range(start, start + 100)])
+
+    asyncio.run(scenario())
+    assert 0 < counts.cache.bytes <= 10_000 and len(counts.cache) >= 10

@@ -6,7 +6,8 @@ import pytest
 
 from gateway.errors import FeatureDataInvalid
 from gateway.features.breaker import BreakerState, CircuitBreaker
-from gateway.features.cache import LocalCache
+from gateway.features.cache import ENTRY_OVERHEAD, SWEEP_PER_PUT, LocalCache
+from gateway.features.fetches import FailureLog
 from gateway.features.keys import KeyTemplate, parse_values
 
 
@@ -135,3 +136,85 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
     small.update(50)
     small.close()
     assert quiet.getvalue() == ""
+
+
+def test_cache_is_bounded_in_bytes_and_counts_them_exactly() -> None:
+    """Each entry is charged its key, its size and ENTRY_OVERHEAD; the least recently used
+    go once the bytes exceed max_bytes, however few the entries."""
+    clock = Clock()
+    cost = len("key-0") + 100 + ENTRY_OVERHEAD
+    cache: LocalCache[int] = LocalCache(1000, ttl_s=10.0, now=clock, max_bytes=3 * cost)
+    for n in range(3):
+        cache.put(f"key-{n}", n, 100)
+    assert (len(cache), cache.bytes) == (3, 3 * cost)
+    cache.put("key-1", 11, 100)  # replaced, not charged twice
+    assert (len(cache), cache.bytes) == (3, 3 * cost)
+    cache.put("key-3", 3, 100)  # over: key-0, the least recently used, goes
+    assert cache.get_stale("key-0") is None and cache.get("key-1") == 11
+    assert (len(cache), cache.bytes) == (3, 3 * cost)
+    cache.put("key-4", 4, 100 + 2 * cost)  # large: makes room for itself
+    assert (len(cache), cache.bytes) == (1, 3 * cost)
+    cache.put("key-5", 5, 3 * cost)  # could never fit: not cached, nothing evicted
+    assert cache.get("key-5") is None and cache.get("key-4") == 4
+    with pytest.raises(ValueError):
+        LocalCache(1, ttl_s=1, now=clock, max_bytes=0)
+
+
+def test_cache_frees_expired_entries_as_new_ones_arrive() -> None:
+    """Expired entries are swept a few per put, the oldest stored first, never by a scan
+    of the whole cache; until then (the store down: nothing is put) get_stale finds them."""
+    clock = Clock()
+    cache: LocalCache[int] = LocalCache(1000, ttl_s=1.0, now=clock)
+    for n in range(20):
+        cache.put(f"old-{n}", n, 24)
+    clock.t += 1.0
+    assert len(cache) == 20 and cache.get_stale("old-0") == 0
+    cache.put("new-0", 0, 24)
+    assert len(cache) == 21 - SWEEP_PER_PUT  # swept a few, not all at once
+    for n in range(1, 8):
+        cache.put(f"new-{n}", n, 24)
+    assert len(cache) == 8 and cache.bytes == 8 * (len("new-0") + 24 + ENTRY_OVERHEAD)
+    assert cache.get_stale("old-19") is None
+    assert [cache.get(f"new-{n}") for n in range(8)] == list(range(8))
+
+
+def test_cache_frees_expired_entries_that_were_read_recently_too() -> None:
+    """Reading an entry (LRU order) does not keep it past its expiry."""
+    clock = Clock()
+    cache: LocalCache[int] = LocalCache(1000, ttl_s=1.0, now=clock)
+    cache.put("read", 1)
+    cache.put("other", 2)
+    clock.t += 0.5
+    assert cache.get("read") == 1  # now the most recently used
+    clock.t += 0.6
+    cache.put("new", 3)
+    assert cache.get_stale("read") is None and cache.get_stale("other") is None
+    assert len(cache) == 1
+
+
+def test_failure_log_reports_at_once_then_at_most_every_interval_with_counts() -> None:
+    clock = Clock()
+    failures = FailureLog(10.0, clock)
+    assert failures.take() is None and failures.due_in() == 0
+    failures.failed("connection", "redis://x: Connection refused", 3)
+    assert failures.due_in() == 0
+    assert failures.take() == (
+        "1 store call failed (1 connection; 3 keys answered from the local cache or "
+        "defaults) in the last 0.0 s; last failure: redis://x: Connection refused"
+    )
+    clock.t += 2.0
+    failures.failed("connection", "refused", 1)
+    failures.failed("skipped", "redis://x is failing; skipped until the next probe", 2)
+    clock.t += 1.0
+    failures.failed("timeout", "redis://x: no answer within 20 ms", 4)
+    failures.malformed(2, "feature store: user:\x1b[2J is not a HASH")
+    assert failures.due_in() == pytest.approx(7.0)
+    clock.t += 7.0
+    assert failures.due_in() == 0
+    assert failures.take() == (
+        "3 store calls failed (1 connection, 1 skipped, 1 timeout; 7 keys answered from "
+        "the local cache or defaults) and 2 malformed entities (answered as missing) in "
+        "the last 8.0 s; last failure: redis://x: no answer within 20 ms; "
+        "last malformed: feature store: user:\\x1b[2J is not a HASH"
+    )
+    assert failures.take() is None and failures.due_in() == pytest.approx(10.0)
