@@ -77,6 +77,7 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 "metrics": metrics,
                 "shadows": shadows,
                 "max_body_bytes": settings.max_body_bytes,
+                "read_timeout": settings.read_timeout,
                 "admin_token": (
                     settings.admin_token.get_secret_value() if settings.admin_token else None
                 ),

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(gt=0)] = Field(
         32 * 1024 * 1024, description="largest request body accepted"
     )
+    max_header_bytes: Annotated[int, Field(gt=0)] = Field(
+        64 * 1024, description="largest total size of a request's headers (else 431)"
+    )
+    read_timeout: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="seconds a client has to send its headers, and its body (else 408)"
+    )
     shadow_log: Path | None = Field(None, description="JSONL log of shadow comparisons")
     drain_timeout: Annotated[float, Field(ge=0)] = Field(
         30.0, description="seconds to finish in-flight requests on SIGTERM"

@@ -6,7 +6,9 @@ The tree::
     ├── InvalidRequest (400)         malformed body, unknown/missing input, wrong
     │                                datatype, shape or element count
     ├── ModelNotFound (404)          unknown model, or a version it does not have
+    ├── RequestTimeout (408)         headers or body not received within --read-timeout
     ├── PayloadTooLarge (413)        body over --max-body-bytes
+    ├── HeadersTooLarge (431)        request headers over --max-header-bytes
     ├── QueueFull (429)              a model's queue is full; carries retry_after_s
     ├── ModelNotReady (503)          the model has no loaded version
     │   └── FeatureStoreUnavailable  Redis down or slow, and [features]
@@ -42,8 +44,16 @@ class ModelNotFound(GatewayError):
     status = HTTPStatus.NOT_FOUND
 
 
+class RequestTimeout(GatewayError):
+    status = HTTPStatus.REQUEST_TIMEOUT
+
+
 class PayloadTooLarge(GatewayError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class HeadersTooLarge(GatewayError):
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
 
 
 class QueueFull(GatewayError):

@@ -6,14 +6,18 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import WORKER_DIRECTORY_ENV, Settings
+from gateway.http.connection import LimitedHttpProtocol
 from gateway.protocol.tensors import quiet_float_casts
 from gateway.workers import shared_directory
+
+KEEP_ALIVE_S = 5  # idle keep-alive connections close after this (SPEC section 10)
 
 
 class GatewayServer(uvicorn.Server):
@@ -35,18 +39,30 @@ class GatewayServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
-def run(settings: Settings) -> None:
-    options: dict[str, Any] = dict(
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config's keyword arguments for these settings (the tests' servers use them
+    too, so they run under the same limits)."""
+    return dict(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol, plus the header size limit and read timeout it lacks
+        http=partial(
+            LimitedHttpProtocol,
+            max_header_bytes=settings.max_header_bytes,
+            read_timeout=settings.read_timeout,
+        ),
+        timeout_keep_alive=KEEP_ALIVE_S,
         access_log=False,  # a log line per request costs throughput
         log_config=None,  # gateway.logs configured the root logger
-        timeout_graceful_shutdown=int(settings.drain_timeout) or None,
+        timeout_graceful_shutdown=settings.drain_timeout or None,
         server_header=False,
         proxy_headers=False,  # one ASGI layer less per request; nothing here reads client IPs
     )
+
+
+def run(settings: Settings) -> None:
+    options = uvicorn_options(settings)
     if settings.workers == 1:
         GatewayServer(uvicorn.Config(create_app(settings), **options)).run()
         return

@@ -88,7 +88,7 @@ class BatchQueue:
         self._held_head: QueuedRequest | None = None
         self._hold_until = 0.0
         self._drained: asyncio.Event | None = None
-        self._closing = False
+        self.closing = False  # takes no new requests
         self._observer.track_depth(lambda: self._line.count)
 
     @property
@@ -126,7 +126,7 @@ class BatchQueue:
         ClientGone) when its batch is about to run. ``ready``: inputs still being
         completed; the request's batch waits for them (with its instance) before it runs.
         """
-        if self._closing:
+        if self.closing:
             raise ModelNotReady(f"{self._name} is shutting down and takes no new requests")
         policy = self._policy
         if self._line.count >= policy.max_queue_size:
@@ -168,15 +168,15 @@ class BatchQueue:
         running ones have finished."""
         while self._expected or self._line.count or self._runs:
             if self._expected == 0:
-                self._closing = True  # nothing is on its way any more
+                self.closing = True  # nothing is on its way any more
             self._drained = asyncio.Event()
             self._pump()
             await self._drained.wait()
-        self._closing = True
+        self.closing = True
 
     def close(self) -> None:
         """Take no more requests and fail the queued ones: their version is gone (503)."""
-        self._closing = True
+        self.closing = True
         self._release_hold()
         while self._line.count:
             batch = self._line.take(self._policy.max_batch_size, self._policy.batching)
@@ -213,7 +213,7 @@ class BatchQueue:
         # once the hold timer has fired, _hold_until is 0: the held batch goes
         until = self._hold_until if held else batch[0].queued_at + policy.max_delay_s
         now = self._clock.now()
-        if self._expected and now < until and not self._closing:
+        if self._expected and now < until and not self.closing:
             self._line.put_back(batch)
             if not held:
                 self._release_hold()
@@ -277,7 +277,7 @@ class BatchQueue:
         assert self._clock is not None
         return (
             bool(self._expected)
-            and not self._closing
+            and not self.closing
             and not self._policy.preferred_batch_sizes
             and self._line.rows < self._policy.max_batch_size
             and self._clock.now() < self._hold_until

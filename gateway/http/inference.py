@@ -1,9 +1,11 @@
 """The inference endpoints as plain ASGI: the request path, read top to bottom.
 
-resolve the version -> announce the request to its batcher -> read the body ->
-decode (v2 or v1) -> look up features by entity id (v2, [features] models) -> run
-through the batcher -> encode -> send. Everything a
-caller can get wrong becomes a GatewayError and a JSON ``{"error": ...}``.
+resolve the version -> read the body (within --read-timeout; routed again if its
+version was unloaded meanwhile) -> announce the request to its batcher -> decode (v2
+or v1) -> look up features by entity id (v2, [features] models) -> run through the
+batcher -> encode -> send. Everything a caller can get wrong becomes a GatewayError
+and a JSON ``{"error": ...}``; a request still running when the drain after SIGTERM
+runs out is answered 503.
 
 These handlers skip Starlette's Request/Response objects: on a small model the
 HTTP path is most of the cost, and every microsecond here is per request.
@@ -13,6 +15,7 @@ hands everything else to the Starlette app.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -23,7 +26,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.batching.ticket import Ticket
-from gateway.errors import ClientGone, GatewayError, QueueFull
+from gateway.errors import ClientGone, GatewayError, ModelNotReady, QueueFull, RequestTimeout
 from gateway.http.body import read_body
 from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, disconnect_probe
 from gateway.metrics import Metrics
@@ -117,14 +120,19 @@ class InferenceEndpoint:
             route = service.route(model, version, scope["headers"])
             target = route.target
             label, label_bytes = target.label, target.label_bytes
-            # announced before the body is read, so a batch being cut may wait for it
-            ticket = target.expect()
             body = await read_body(
                 receive,
                 state["max_body_bytes"],
                 headers.get(b"content-length"),
                 headers.get(b"content-encoding"),
+                state["read_timeout"],
             )
+            if target.retired:  # unloaded while the body arrived: route again
+                route = service.route(model, version, scope["headers"])
+                target = route.target
+                label, label_bytes = target.label, target.label_bytes
+            # announced only once the body is here: a slow body never holds a batch
+            ticket = target.expect()
             gone = disconnect_probe(receive)
             payload, media_type, extra, target = await self._run(
                 service, route, body, headers, ticket, gone
@@ -134,10 +142,13 @@ class InferenceEndpoint:
             response_headers += extra
         except ClientGone:
             status, payload, media_type = CLIENT_CLOSED_REQUEST, b"", _JSON
-        except GatewayError as exc:
+        except (GatewayError, asyncio.CancelledError) as caught:
+            exc = caught if isinstance(caught, GatewayError) else _shutting_down()
             status, payload, media_type = int(exc.status), error_body(exc.message), _JSON
             if isinstance(exc, QueueFull):
                 response_headers.append((b"retry-after", str(exc.retry_after_s).encode()))
+            elif isinstance(exc, RequestTimeout):  # the rest of its body must not follow
+                response_headers.append((b"connection", b"close"))
             if status >= 500:
                 rid = request_id.decode("latin-1")
                 log.warning(
@@ -174,6 +185,15 @@ class InferenceEndpoint:
         metrics.request_done(known, label, self.protocol, status, elapsed)
         if state["log_requests"]:
             log_request(request_id, model, label, self.protocol, status, elapsed, ticket)
+
+
+def _shutting_down() -> GatewayError:
+    """uvicorn cancels the requests still running when the drain timeout runs out (e.g.
+    a body still arriving): they are answered, not dropped."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return ModelNotReady("the gateway is shutting down; retry the request")
 
 
 # generated ids: a random per-process prefix and a counter, unique without a syscall

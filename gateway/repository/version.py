@@ -15,6 +15,7 @@ from gateway.batching.policy import BatchPolicy
 from gateway.batching.queue import BatchQueue
 from gateway.batching.request import Ready
 from gateway.batching.ticket import Ticket
+from gateway.errors import ModelNotReady
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig
@@ -63,6 +64,7 @@ class ModelVersion:
         self.label = str(info.version)
         self.label_bytes = self.label.encode()  # the x-model-version header value
         self.policy = batch_policy(config, model.signature)
+        self.released = False
         self._model = model
         self._threads = InstanceThreads(
             len(model.sessions), f"inference {info.model} v{info.version}"
@@ -101,8 +103,16 @@ class ModelVersion:
             self.release()
 
     def release(self) -> None:
-        """Stop the inference threads once the jobs already handed to them are done."""
+        """Stop the inference threads once the jobs already handed to them are done;
+        requests still queued, or arriving later, are answered 503."""
+        self.released = True
+        self.batcher.close()
         self._threads.close()
+
+    @property
+    def retired(self) -> bool:
+        """Whether this version takes no more requests (unloaded, or being drained)."""
+        return self.batcher.closing
 
     def expect(self) -> Ticket:
         return self.batcher.expect()
@@ -122,5 +132,11 @@ class ModelVersion:
     def _run_batch(
         self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> asyncio.Future[list[np.ndarray]]:
+        if self.released:  # its threads have stopped: a job handed to them would never end
+            failed: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
+            failed.set_exception(
+                ModelNotReady(f"model '{self.info.model}' version {self.label} was unloaded")
+            )
+            return failed
         # a plain future: no coroutine or task per batch
         return self._threads.submit(instance, self._model.run, instance, inputs, output_names)

@@ -25,6 +25,8 @@ SPEC_FLAGS = {
     "--drain-timeout",
     "--log-level",
     "--log-format",
+    "--max-header-bytes",
+    "--read-timeout",
 }
 
 
@@ -49,6 +51,8 @@ def test_defaults_follow_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.max_body_bytes == 32 * 1024 * 1024
     assert settings.drain_timeout == 30.0
     assert settings.log_format == "text"
+    assert settings.max_header_bytes == 64 * 1024
+    assert settings.read_timeout == 30.0
 
 
 def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +70,14 @@ def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_settings_survive_the_trip_through_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    original = Settings(port=1234, admin_token="t", shadow_log=tmp_path / "s.jsonl", workers=2)
+    original = Settings(
+        port=1234,
+        admin_token="t",
+        shadow_log=tmp_path / "s.jsonl",
+        workers=2,
+        max_header_bytes=4096,
+        read_timeout=2.5,
+    )
     for key, value in original.to_environment().items():
         monkeypatch.setenv(key, value)
     assert Settings() == original
@@ -82,6 +93,8 @@ def test_settings_survive_the_trip_through_the_environment(
         (["--redis-url", "http://localhost"], "expected a URL starting with redis://"),
         (["--features-file", "/nonexistent.csv"], "no such file: /nonexistent.csv"),
         (["--poll-interval", "0"], "--poll-interval"),
+        (["--max-header-bytes", "0"], "--max-header-bytes"),
+        (["--read-timeout", "-1"], "--read-timeout"),
     ],
 )
 def test_bad_flags_exit_2_with_a_message(
