@@ -17,7 +17,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.server import GatewayServer
+from gateway.server import GatewayServer, uvicorn_options
 from tests import onnx_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,14 +80,11 @@ def start_gateway(settings: Settings, timeout_s: float = 60.0) -> RunningGateway
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings),
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    # the gateway's own uvicorn options (its protocol, limits and timeouts), but quieter and
+    # quicker to stop; host and port come with the socket
+    options = uvicorn_options(settings)
+    options.update(log_level="warning", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(create_app(settings), **options)
     server = GatewayServer(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
