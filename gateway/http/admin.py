@@ -81,11 +81,14 @@ async def read_admin_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+NO_BODY: Any = object()  # what read_admin_json gives for an empty body
+
+
 async def read_admin_json(request: Request) -> Any:
-    """The body as JSON; None when it is empty."""
+    """The body as JSON; ``NO_BODY`` when it is empty."""
     body = await read_admin_body(request)
     if not body.strip():
-        return None
+        return NO_BODY
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -101,7 +104,7 @@ def _registry(request: Request) -> ModelRegistry:
 async def repository_index(request: Request) -> Response:
     options = await read_admin_json(request)
     ready_only = False
-    if options is not None:
+    if options is not NO_BODY:
         if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
             raise InvalidRequest(
                 f'body must be empty or {{"ready": true|false}}, got {_brief(options)}'
@@ -146,7 +149,7 @@ async def put_routing(request: Request) -> Response:
     name = request.path_params["model"]
     _registry(request).model(name)  # 404 before looking at the body
     document = await read_admin_json(request)
-    if document is None:
+    if document is NO_BODY:
         raise InvalidRequest(
             'PUT routing needs a JSON body like {"weights": {"1": 90, "2": 10}}, got an empty body'
         )
@@ -158,7 +161,7 @@ async def put_routing(request: Request) -> Response:
 def _options(document: Any) -> None:
     """Triton's load and unload take an optional {"parameters": {...}}; nothing in it
     changes what they do here, but it must be a JSON object."""
-    if document is not None and not isinstance(document, dict):
+    if document is not NO_BODY and not isinstance(document, dict):
         raise InvalidRequest(
             f'body must be empty or a JSON object like {{"parameters": {{}}}}, '
             f"got {_brief(document)}"

@@ -260,6 +260,9 @@ class ModelLoader:
             self._keep_previous(build, number, reason)
 
     def _load_version(self, entry: ModelDir, number: int, config: ModelConfig) -> ModelVersion:
+        refused = entry.refused.get(number)
+        if refused is not None:
+            raise ConfigError(refused)
         path = entry.versions[number]
         model = OnnxModel(path, config.runtime)
         if config.features is not None:

@@ -214,9 +214,20 @@ class ModelRegistry:
             previous = (
                 force[entry.name] if force and entry.name in force else models.get(entry.name)
             )
-            served, replaced = await loop.run_in_executor(
-                self._thread, self._loader.build, entry, previous
-            )
+            try:
+                served, replaced = await loop.run_in_executor(
+                    self._thread, self._loader.build, entry, previous
+                )
+            except Exception as exc:  # nothing in a repository may stop the others loading
+                log.exception("model %s could not be loaded", entry.name)
+                if self._observer is not None:
+                    self._observer.model_loaded(entry.name, None, "failed")
+                reason = f"could not be loaded: {type(exc).__name__}: {exc}"
+                if previous is not None and previous.versions:
+                    served = replace(previous, error=reason, stamp=entry.stamp())
+                else:
+                    served = ServedModel(entry.name, None, error=reason, stamp=entry.stamp())
+                replaced = []
             for version in served.versions.values():
                 version.start()
             models[entry.name] = served

@@ -147,3 +147,71 @@ def test_models_come_and_go_and_can_be_unloaded_and_loaded(root: Path) -> None:
             await registry.load_model("../etc")
 
     _scenario(root, body)
+
+
+def _corrupt(root: Path, version: int) -> None:
+    (root / "pair" / str(version)).mkdir()
+    (root / "pair" / str(version) / "model.onnx").write_bytes(b"not a model")
+
+
+def test_latest_n_serves_the_highest_versions_that_load(root: Path) -> None:
+    """ "latest:N" is the N highest versions that load: a corrupt one is skipped (and
+    reported) and the next one down serves, at start and on a hot swap alike."""
+    onnx_models.write_model(root, "pair", 2, onnx_models.scaled_sum(3.0))
+    _corrupt(root, 3)
+    onnx_models.write_config(root, "pair", '[model]\nversions = "latest:2"\n')
+
+    async def body(registry: ModelRegistry) -> None:
+        served = registry.state.models["pair"]
+        assert sorted(served.versions) == [1, 2] and "protobuf" in served.failures[3]
+        kept = dict(served.versions)
+        onnx_models.write_model(root, "pair", 4, onnx_models.scaled_sum(7.0))
+        _corrupt(root, 5)
+        await _settle(registry)
+        served = registry.state.models["pair"]
+        assert sorted(served.versions) == [2, 4]  # 5 and 3 fail: 4, then 2 (reused)
+        assert served.versions[2] is kept[2]
+        assert sorted(served.failures) == [3, 5]
+
+    _scenario(root, body)
+
+
+def test_a_list_policy_whose_versions_all_fail_keeps_the_previous_state(root: Path) -> None:
+    """A changed [model] versions list none of whose versions loads leaves the versions
+    and config that served before serving, and says why."""
+    onnx_models.write_config(root, "pair", "[model]\nversions = [1]\n")
+
+    async def body(registry: ModelRegistry) -> None:
+        before = registry.resolve("pair", None)
+        _corrupt(root, 2)
+        onnx_models.write_config(root, "pair", "[model]\nversions = [2]\n")
+        await _settle(registry)
+        served = registry.state.models["pair"]
+        assert registry.resolve("pair", None) is before
+        assert served.config is not None and served.config.model.versions == [1]
+        assert served.error is not None and "no version of the new state loads" in served.error
+        assert "protobuf" in served.failures[2]
+
+    _scenario(root, body)
+
+
+def test_a_first_load_skips_a_corrupt_latest_version(root: Path) -> None:
+    """At start, with "latest", a corrupt highest version leaves the next one serving."""
+    _corrupt(root, 2)
+
+    async def body(registry: ModelRegistry) -> None:
+        assert registry.resolve("pair", None).info.version == 1
+        assert "protobuf" in registry.state.models["pair"].failures[2]
+
+    _scenario(root, body)
+
+
+def test_removing_every_version_still_unloads_them(root: Path) -> None:
+    """Keeping the previous state is for what fails to load, not for what was removed."""
+
+    async def body(registry: ModelRegistry) -> None:
+        shutil.rmtree(root / "pair" / "1")
+        await _settle(registry)
+        assert not registry.state.models["pair"].versions
+
+    _scenario(root, body)

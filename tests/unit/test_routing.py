@@ -109,3 +109,91 @@ def test_invalid_plans_say_why(document: object, message: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         RoutePlan.from_json(document)
     assert message in caught.value.message
+
+
+# -- validation: complete before a plan applies (SPEC 4, 10) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"weights": {}}, "weights is empty; name at least one version with a positive weight"),
+        ({}, 'routing must name "weights" (or a "shadow")'),
+        ({"sticky_key": "x-user-id"}, 'routing must name "weights"'),
+        ({"weights": {"1": float("inf")}}, "weights.1: Input should be a finite number"),
+        ({"weights": {"1": float("nan"), "2": 1}}, "weights.1: Input should be a finite number"),
+        ({"weights": {"1" * 19: 1}}, "at most 18 digits"),
+        ({"weights": {"1": True}}, "weights.1: Input should be a valid number"),
+        ({"weights": {"1": 1}, "sticky_key": ""}, "at least 1 character"),
+        ({"weights": {"1": 1}, "sticky_key": "k" * 257}, "at most 256 characters"),
+    ],
+)
+def test_invalid_routing_documents_say_why(document: object, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        RoutePlan.from_json(document)
+    assert caught.value.status == 400
+    assert message in caught.value.message
+
+
+def test_zero_weights_are_kept_as_declared_and_take_no_traffic() -> None:
+    parsed = RoutePlan.from_json({"weights": {"1": 0, "2": 100}})
+    assert parsed.to_json() == {"weights": {"1": 0.0, "2": 100.0}}
+    assert parsed.weights == ((2, 1.0),)
+    assert {choose(parsed, key) for key in KEYS[:100]} == {2}
+    assert parsed.problems({2}) == ["version 1 is not loaded"]  # named, so it must be loaded
+
+
+def test_huge_weights_are_normalised_before_they_can_overflow() -> None:
+    parsed = RoutePlan.from_json({"weights": {"1": 1e308, "2": 1e308}})
+    assert parsed.weights == ((1, 1.0), (2, 1.0))
+    assert parsed.to_json()["weights"] == {"1": 1e308, "2": 1e308}
+    sticky = Counter(choose(parsed, key) for key in KEYS)
+    assert sticky[1] / len(KEYS) == pytest.approx(0.5, abs=0.03)
+    rng = random.Random(7)
+    drawn = Counter(choose(parsed, None, rng) for _ in range(4000))
+    assert drawn[1] / 4000 == pytest.approx(0.5, abs=0.03)
+    tiny = RoutePlan.from_json({"weights": {"1": 5e-324, "2": 1e308}})
+    assert tiny.weights == ((2, 1.0),)  # 5e-324 / 1e308 is 0: no share at all
+
+
+def test_normalising_does_not_move_sticky_keys() -> None:
+    declared = RoutePlan.from_json({"weights": {"1": 90, "2": 10}})
+    assert {k: choose(declared, k) for k in KEYS} == {
+        k: choose(plan(v1=90, v2=10), k) for k in KEYS
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "inputs", "applied"),
+    [
+        ("X-User-Id", {"a"}, "x-user-id"),  # a header: case-insensitive, kept lower-case
+        ("a", {"a", "b"}, "a"),  # an input
+        ("Ключ", {"Ключ"}, "Ключ"),  # an input may have any name, and keeps its case
+        ("User", {"User"}, "User"),
+        ("user_id", {"user_id"}, "user_id"),  # the [features] entity input
+    ],
+)
+def test_sticky_key_is_an_input_name_or_a_header_token(
+    key: str, inputs: set[str], applied: str
+) -> None:
+    checked, problems = RoutePlan.from_json({"weights": {"1": 1}, "sticky_key": key}).validate(
+        {1}, inputs
+    )
+    assert problems == [] and checked.sticky_key == applied
+
+
+@pytest.mark.parametrize("key", ["ключ", "x user", "x-user-id\r\n", "a:b", "é"])
+def test_sticky_key_that_is_neither_input_nor_header_is_refused(key: str) -> None:
+    _, problems = RoutePlan.from_json({"weights": {"1": 1}, "sticky_key": key}).validate(
+        {1}, {"a", "b"}
+    )
+    assert len(problems) == 1
+    assert "is neither an input of the model (inputs: 'a', 'b')" in problems[0]
+    assert "nor an HTTP header name" in problems[0]
+
+
+def test_validation_lists_every_problem_at_once() -> None:
+    document = {"weights": {"1": 1, "4": 0}, "sticky_key": "ключ", "shadow": {"version": 5}}
+    _, problems = RoutePlan.from_json(document).validate({1}, {"a"})
+    assert problems[:2] == ["version 4 is not loaded", "shadow version 5 is not loaded"]
+    assert "sticky_key" in problems[2]
