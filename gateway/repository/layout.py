@@ -35,20 +35,20 @@ class ModelDir:
     name: str
     path: Path
     versions: dict[int, Path] = field(default_factory=dict)
-
     refused: dict[int, str] = field(default_factory=dict)
     problem: str | None = None
     config_problem: str | None = None
+
     @property
     def config_path(self) -> Path:
         return self.path / CONFIG_FILE
 
-    def stamp(self) -> tuple[object, ...]:
     @property
     def numbers(self) -> list[int]:
         """Every version directory found, loadable or refused."""
         return sorted(set(self.versions) | set(self.refused))
 
+    def stamp(self) -> tuple[object, ...]:
         """What the model looks like on disk: sizes and modification times of its
         config and model files. Equal stamps one poll apart mean the files are settled."""
         return (
@@ -79,8 +79,8 @@ class RepositoryScan:
 def scan_repository(root: Path) -> RepositoryScan:
     if not root.is_dir():
         raise FileNotFoundError(f"model repository {root} is not a directory")
-    models: dict[str, ModelDir] = {}
     home = _real(root) or root
+    models: dict[str, ModelDir] = {}
     skipped: list[str] = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or not entry.is_dir():
@@ -90,10 +90,10 @@ def scan_repository(root: Path) -> RepositoryScan:
             continue
         model = ModelDir(entry.name, entry)
         models[entry.name] = model
-    return RepositoryScan(models, skipped)
         model.problem = escapes(home, entry)
         if model.problem is None:
             _scan_model(home, model, skipped)
+    return RepositoryScan(models, skipped)
 
 
 def _scan_model(home: Path, model: ModelDir, skipped: list[str]) -> None:

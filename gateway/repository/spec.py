@@ -193,9 +193,6 @@ class VersionPolicy:
         count = int(match.group(1)) if match else 1
         return ordered[-count:]
 
-    def missing(self, available: list[int]) -> list[int]:
-        """Versions a list policy names that are not on disk."""
-        if isinstance(self.rule, tuple):
     @property
     def latest(self) -> int | None:
         """N for "latest" (1) and "latest:N": how many of the highest versions that load
@@ -205,6 +202,9 @@ class VersionPolicy:
         match = _LATEST_N.match(self.rule)
         return int(match.group(1)) if match else 1
 
+    def missing(self, available: list[int]) -> list[int]:
+        """Versions a list policy names that are not on disk."""
+        if isinstance(self.rule, tuple):
             return [v for v in self.rule if v not in available]
         return []
 
