@@ -81,7 +81,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # uvicorn's, plus the header count; an error a refusal raised to stop the parser
         # (the transport is closing then) is no "invalid request"
         self._unset_keepalive_if_required()
-        self._chunk_bytes = len(data)
+        self._chunk_bytes = size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -95,12 +95,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
         if self._in_headers:  # still unfinished: all of this chunk was headers
-            self._header_bytes += len(data)
+            self._header_bytes += size
             if self._header_bytes > self.max_header_bytes:
                 self._refuse(self._too_large(f"more than {self._header_bytes - 1} bytes"))
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)  # (cheaper than super() per request)
         self._in_headers = True
         self._header_bytes = 0  # bytes of earlier chunks since the request began
         self._since = self.loop.time()
@@ -114,7 +114,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             if size > self.max_header_bytes:
                 self._refuse(self._too_large(f"{size} bytes"))
                 raise _Refused  # stops the parser: the request never starts
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def _too_large(self, got: str) -> HeadersTooLarge:
         return HeadersTooLarge(

@@ -36,9 +36,13 @@ def _connect(port: int, timeout_s: float = 10.0) -> socket.socket:
 
 def _head(path: str, length: int, extra: bytes = b"") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        f"content-length: {length}\r\n"
-    ).encode() + extra + b"\r\n"
+        (
+            f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {length}\r\n"
+        ).encode()
+        + extra
+        + b"\r\n"
+    )
 
 
 def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
