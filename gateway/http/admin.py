@@ -2,11 +2,13 @@
 
 Admin bodies are small JSON documents: at most ``ADMIN_MAX_BODY`` bytes (413 past
 that, judged by Content-Length before anything is read, and by counting while a
-chunked body streams in), and JSON that does not parse is a 400.
+chunked body streams in), within ``--read-timeout`` (408), and JSON that does not
+parse is a 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from gateway.http.responses import error_response, json_response
 from gateway.repository.registry import ModelRegistry
 from gateway.routing.plan import RoutePlan
@@ -49,6 +51,8 @@ def guarded(handler: Handler) -> Handler:
         try:
             _check_declared_size(request)
             return await handler(request)
+        except RequestTimeout as exc:  # the rest of the body must not be read as a request
+            return error_response(exc, {"connection": "close"})
         except GatewayError as exc:
             return error_response(exc)
 
@@ -70,14 +74,22 @@ def _check_declared_size(request: Request) -> None:
 
 
 async def read_admin_body(request: Request) -> bytes:
-    """The body, read only as far as ``ADMIN_MAX_BODY`` allows."""
+    """The body, read only as far as ``ADMIN_MAX_BODY`` allows, within --read-timeout."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > ADMIN_MAX_BODY:
-            raise _too_large("the body is larger")
-        chunks.append(chunk)
+    timeout_s: float = request.state.read_timeout
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > ADMIN_MAX_BODY:
+                    raise _too_large("the body is larger")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"expected the request body within {timeout_s:g} s (--read-timeout); "
+            f"received {size} bytes"
+        ) from None
     return b"".join(chunks)
 
 

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 DIGITS = orjson.dumps({"instances": [[0] * 64]})
 PREDICT = "/v1/models/digits:predict"
 QUICK_READ_TIMEOUT_S = 1.0
+ADMIN_TOKEN = "hostile-http"
 
 
 def _connect(port: int, timeout_s: float = 10.0) -> socket.socket:
@@ -87,7 +88,11 @@ def _closed_within(sock: socket.socket, limit_s: float) -> float:
 def quick(test_repository: Path) -> Iterator[RunningGateway]:
     """A gateway that gives clients 1 s to send their headers and body."""
     running = start_gateway(
-        Settings(model_repository=test_repository, read_timeout=QUICK_READ_TIMEOUT_S)
+        Settings(
+            model_repository=test_repository,
+            read_timeout=QUICK_READ_TIMEOUT_S,
+            admin_token=ADMIN_TOKEN,
+        )
     )
     yield running
     stop_gateway(running)
@@ -163,6 +168,21 @@ def test_a_body_not_finished_in_time_is_answered_408(quick: RunningGateway) -> N
         message = _error(headers, body)
         assert "--read-timeout" in message and "received 12 of 100 bytes" in message
         assert 0.5 < took < 8
+        assert _closed_within(sock, 5) < 5
+
+
+def test_an_admin_body_not_finished_in_time_is_answered_408(quick: RunningGateway) -> None:
+    """The admin endpoints keep the same read timeout: a routing change whose body stops
+    halfway is answered 408 with a JSON error, and its connection closed."""
+    auth = f"authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+    with _connect(quick.port) as sock:
+        head = _head("/admin/models/digits/routing", 100, auth).replace(b"POST", b"PUT", 1)
+        sock.sendall(head + b'{"weights"')
+        status, headers, body = _read_response(sock)
+        assert status == 408
+        message = _error(headers, body)
+        assert "--read-timeout" in message and "received 10 bytes" in message
+        assert headers["connection"] == "close"
         assert _closed_within(sock, 5) < 5
 
 
