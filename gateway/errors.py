@@ -13,7 +13,9 @@ The tree::
     ├── ModelNotReady (503)          the model has no loaded version
     │   └── FeatureStoreUnavailable  Redis down or slow, and [features]
     │                                on_redis_error = "error"
-    ├── FeatureDataInvalid (502)     the feature store holds a value that is not a number
+    ├── FeatureDataInvalid (502)     one entity in the store cannot be read (wrong type,
+    │                                not a number); never reaches a caller: that entity
+    │                                counts as missing
     ├── DeadlineExceeded (504)       a request waited past its deadline
     └── InferenceFailed (500)        the runtime rejected or failed a run
 

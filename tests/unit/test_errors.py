@@ -18,7 +18,9 @@ def test_every_error_sets_its_own_status() -> None:
     assert statuses == {
         "InvalidRequest": HTTPStatus.BAD_REQUEST,
         "ModelNotFound": HTTPStatus.NOT_FOUND,
+        "RequestTimeout": HTTPStatus.REQUEST_TIMEOUT,
         "PayloadTooLarge": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        "HeadersTooLarge": HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
         "QueueFull": HTTPStatus.TOO_MANY_REQUESTS,
         "ModelNotReady": HTTPStatus.SERVICE_UNAVAILABLE,
         "FeatureStoreUnavailable": HTTPStatus.SERVICE_UNAVAILABLE,
