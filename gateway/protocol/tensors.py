@@ -229,15 +229,18 @@ def array_from_bytes(
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
-def json_data(array: np.ndarray) -> Any:
+def json_data(array: np.ndarray, words: bool = False) -> Any:
     """The flat, row-major JSON value of an output (numpy arrays go to orjson as is).
 
     Non-finite floats become the strings "NaN", "Infinity" and "-Infinity" (orjson would
-    write null, which loses the sign of an infinity)."""
+    write null, which loses the sign of an infinity) when ``words`` is set. Encoders
+    leave it unset and encode again with it only when their output holds a ``null``:
+    looking for one in the encoded bytes costs less than checking every float output
+    of every response."""
     if array.dtype.kind in "OSU":
         return [_text(item) for item in array.ravel().tolist()]
     flat = np.ascontiguousarray(array).ravel()
-    if array.dtype.kind == "f":
+    if words and array.dtype.kind == "f":
         finite = np.isfinite(flat)
         if not finite.all():
             return with_non_finite_words(flat, finite)

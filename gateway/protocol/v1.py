@@ -162,12 +162,21 @@ def _bytes_value(name: str, item: Any) -> bytes:
 
 
 def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> bytes:
+    payload = _encode(outputs, row_format, False)
+    if b"null" in payload:  # orjson writes NaN and infinities as null: say which they were
+        payload = _encode(outputs, row_format, True)
+    return payload
+
+
+def _encode(outputs: list[tuple[str, np.ndarray]], row_format: bool, words: bool) -> bytes:
     if not row_format:
         if len(outputs) == 1:
-            return orjson.dumps({"outputs": _nested(outputs[0][1])}, option=_OPTIONS)
-        return orjson.dumps({"outputs": {n: _nested(a) for n, a in outputs}}, option=_OPTIONS)
+            return orjson.dumps({"outputs": _nested(outputs[0][1], words)}, option=_OPTIONS)
+        return orjson.dumps(
+            {"outputs": {n: _nested(a, words) for n, a in outputs}}, option=_OPTIONS
+        )
     if len(outputs) == 1:
-        return orjson.dumps({"predictions": _nested(outputs[0][1])}, option=_OPTIONS)
+        return orjson.dumps({"predictions": _nested(outputs[0][1], words)}, option=_OPTIONS)
     rows = {len(a) if a.ndim else -1 for _, a in outputs}
     if len(rows) != 1 or -1 in rows:
         raise InvalidRequest(
@@ -175,7 +184,7 @@ def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> b
             '(columnar) instead of "instances"'
         )
     # row i of a 1-D output is a numpy scalar, which orjson may not know (e.g. longlong)
-    nested = [(n, a.tolist() if _plain_vector(a) else _nested(a)) for n, a in outputs]
+    nested = [(n, a.tolist() if _plain_vector(a, words) else _nested(a, words)) for n, a in outputs]
     count = rows.pop()
     return orjson.dumps(
         {"predictions": [{n: value[i] for n, value in nested} for i in range(count)]},
@@ -186,19 +195,22 @@ def encode_predict(outputs: list[tuple[str, np.ndarray]], row_format: bool) -> b
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def _plain_vector(array: np.ndarray) -> bool:
-    """A 1-D numeric output whose ``tolist()`` orjson writes as it is (finite floats)."""
+def _plain_vector(array: np.ndarray, words: bool) -> bool:
+    """A 1-D numeric output whose ``tolist()`` orjson writes as it is (with ``words``:
+    only if its floats are finite)."""
     if array.ndim != 1 or array.dtype.kind in "OSU":
         return False
-    return array.dtype.kind != "f" or bool(np.isfinite(array).all())
+    return not words or array.dtype.kind != "f" or bool(np.isfinite(array).all())
 
 
-def _nested(array: np.ndarray) -> Any:
+def _nested(array: np.ndarray, words: bool) -> Any:
+    """The output as orjson should write it; ``words``: non-finite floats as the
+    strings "NaN", "Infinity", "-Infinity" (else orjson writes null)."""
     if array.dtype.kind in "OSU":
         text = np.empty(array.size, dtype=object)
         text[:] = json_data(array)
         return text.reshape(array.shape).tolist()
-    if array.dtype.kind == "f":
+    if words and array.dtype.kind == "f":
         finite = np.isfinite(array)
         if not finite.all():
             return with_non_finite_words(array, finite)

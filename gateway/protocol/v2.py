@@ -189,6 +189,11 @@ def encode_response(
         doc["id"] = request_id
     doc["outputs"] = entries
     header = orjson.dumps(doc, option=JSON_OPTIONS)
+    if b"null" in header:  # orjson writes NaN and infinities as null: say which they were
+        for entry, (_, array) in zip(entries, outputs, strict=True):
+            if "data" in entry:
+                entry["data"] = json_data(array, words=True)
+        header = orjson.dumps(doc, option=JSON_OPTIONS)
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)

@@ -157,12 +157,15 @@ def test_v1_bare_scalar_for_a_single_scalar_input() -> None:
 
 def test_non_finite_outputs_are_words_in_v2_and_v1() -> None:
     values = np.array([[1.5, np.inf], [-np.inf, np.nan]], dtype=np.float32)
-    assert orjson.loads(orjson.dumps(json_data(values), option=orjson.OPT_SERIALIZE_NUMPY)) == [
+    words = json_data(values, words=True)
+    assert orjson.loads(orjson.dumps(words, option=orjson.OPT_SERIALIZE_NUMPY)) == [
         1.5,
         "Infinity",
         "-Infinity",
         "NaN",
     ]
+    payload, _ = v2.encode_response("m", "1", None, [("y", values)], [False])
+    assert orjson.loads(payload)["outputs"][0]["data"] == [1.5, "Infinity", "-Infinity", "NaN"]
     assert orjson.loads(v1.encode_predict([("y", values)], True)) == {
         "predictions": [[1.5, "Infinity"], ["-Infinity", "NaN"]]
     }
@@ -171,7 +174,7 @@ def test_non_finite_outputs_are_words_in_v2_and_v1() -> None:
         "predictions": [{"a": 1.5, "b": "Infinity"}, {"a": "Infinity", "b": "NaN"}]
     }
     # finite values keep their own precision's shortest form
-    assert json_data(np.array([0.1, np.nan], dtype=np.float32)) == [0.1, "NaN"]
+    assert json_data(np.array([0.1, np.nan], dtype=np.float32), words=True) == [0.1, "NaN"]
 
 
 def test_non_finite_inputs_words_and_bare_literals() -> None:
