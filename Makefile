@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: serve test redis-server check-models lint bench bench-features wrk clean
+.PHONY: serve test redis-server check-models lint bench bench-compare bench-features wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -58,6 +58,11 @@ wrk:
 # the benchmark of loadtests/benchmark.py; BENCH_ARGS="--duration 4" etc. to change it
 bench: $(VENV)/.installed-loadtest wrk
 	$(BIN)/python -m loadtests.benchmark $(BENCH_ARGS)
+
+# the working tree against a commit, alternating rounds (loadtests/compare.py); e.g.
+# make bench-compare BENCH_ARGS="--baseline HEAD~1 --models mlp"
+bench-compare: $(VENV)/.installed-loadtest wrk
+	$(BIN)/python -m loadtests.compare $(BENCH_ARGS)
 
 # features from Redis against the feature vector inline (loadtests/features_benchmark.py)
 bench-features: $(VENV)/.installed-loadtest wrk redis-server
