@@ -25,11 +25,14 @@ from gateway.http.routes import ROUTES
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.protocol.tensors import quiet_float_casts
+from gateway.repository.feature_stores import FeatureStores, describe_source
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
 from gateway.routing.shadow import ShadowScheduler
 from gateway.service import InferenceService
 from gateway.workers import WorkerGroup
+
+log = logging.getLogger("gateway.features")
 
 
 def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
@@ -44,17 +47,20 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 stack.callback(group.left)  # last: after the final flush of its metrics
                 flushing = asyncio.get_running_loop().create_task(metrics.flush_every(1.0))
                 stack.push_async_callback(_cancel, flushing)
-            store = open_store(
-                settings.redis_url, settings.features_file, time.monotonic, metrics.redis_error
-            )
-            stack.push_async_callback(store.aclose)  # after the registry has drained
-            await store.start()
+            shared = None
+            if settings.redis_url is not None or settings.features_file is not None:
+                shared = open_store(
+                    settings.redis_url, settings.features_file, time.monotonic, metrics.redis_error
+                )
+                stack.push_async_callback(shared.aclose)  # after the registry has drained
+                await shared.start()
+            log.info(describe_source(settings.redis_url, settings.features_file))
             registry = await stack.enter_async_context(
                 ModelRegistry(
                     settings.model_repository,
                     observer=metrics,
                     drain_timeout_s=settings.drain_timeout,
-                    feature_store=store,
+                    feature_stores=FeatureStores(shared, required=True),
                 )
             )
             await stack.enter_async_context(RepositoryWatcher(registry, settings.poll_interval))

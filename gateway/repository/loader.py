@@ -16,8 +16,9 @@ from typing import Protocol
 from gateway.batching.observer import BatchObserver
 from gateway.errors import ConfigError
 from gateway.features.lookup import FeatureLookup, FeatureObserver
-from gateway.features.store import FeatureStore, MemoryStore
+from gateway.features.store import FeatureStore
 from gateway.protocol.signature import Signature
+from gateway.repository.feature_stores import FeatureStores, Stamp
 from gateway.repository.layout import ModelDir
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import (
@@ -74,10 +75,12 @@ class ServedModel:
 
 class ModelLoader:
     def __init__(
-        self, observer: RegistryObserver | None, feature_store: FeatureStore | None = None
+        self, observer: RegistryObserver | None, feature_stores: FeatureStores | None = None
     ) -> None:
         self._observer = observer
-        self._feature_store = feature_store or MemoryStore()
+        self._feature_stores = feature_stores or FeatureStores()
+        # per model: the stamp of the features file its lookup was built from
+        self._feature_stamps: dict[str, Stamp] = {}
 
     def build(
         self, entry: ModelDir, previous: ServedModel | None
@@ -92,6 +95,7 @@ class ModelLoader:
         present = tuple(entry.numbers)
         try:
             config = self._config(entry)
+            features = self._feature_source(entry, config.features, previous)
         except ConfigError as exc:
             return self._refuse(entry, previous, str(exc), stamp, present, {})
         build = _Build(entry, config, previous)
@@ -144,7 +148,7 @@ class ModelLoader:
             stamp,
             MappingProxyType(build.stamps),
             routing=routing if routing.active else None,
-            features=self._features(entry.name, config.features, previous),
+            features=self._features(entry, config.features, features),
             present=present,
         )
         kept = {id(v) for v in build.versions.values()}
@@ -279,21 +283,38 @@ class ModelLoader:
         observer = self._observer.batch_observer(entry.name, number) if self._observer else None
         return ModelVersion(info, config, model, observer)
 
-    def _features(
-        self, model: str, section: FeaturesSection | None, previous: ServedModel | None
-    ) -> FeatureLookup | None:
-        """The model's feature lookup; kept (with its warm cache) while [features] is
-        unchanged."""
+    def _feature_source(
+        self, entry: ModelDir, section: FeaturesSection | None, previous: ServedModel | None
+    ) -> tuple[FeatureLookup | None, FeatureStore | None, Stamp]:
+        """The previous lookup if it can be kept (with its warm cache: [features] and the
+        model's own features file, if it reads one, are unchanged), else the store a new
+        one reads and that file's stamp. Raises ConfigError when the model has [features]
+        and no store (see FeatureStores)."""
         if section is None:
-            return None
-        if previous is not None and previous.features is not None:
-            if previous.features.config == section:
-                return previous.features
-        store = self._feature_store
-        if isinstance(store, MemoryStore):
-            store.index(section.key, section.entity_input)
-        observer = self._observer.feature_observer(model) if self._observer else None
-        return FeatureLookup(model, section, store, time.monotonic, observer)
+            return None, None, None
+        stamp = self._feature_stores.stamp(entry, section)
+        if (
+            previous is not None
+            and previous.features is not None
+            and previous.features.config == section
+            and self._feature_stamps.get(entry.name) == stamp
+        ):
+            return previous.features, None, stamp
+        return None, self._feature_stores.for_model(entry, section), stamp
+
+    def _features(
+        self,
+        entry: ModelDir,
+        section: FeaturesSection | None,
+        source: tuple[FeatureLookup | None, FeatureStore | None, Stamp],
+    ) -> FeatureLookup | None:
+        """The model's feature lookup: the one kept, or a new one on ``source``'s store."""
+        kept, store, stamp = source
+        if section is None or store is None:
+            return kept
+        self._feature_stamps[entry.name] = stamp
+        observer = self._observer.feature_observer(entry.name) if self._observer else None
+        return FeatureLookup(entry.name, section, store, time.monotonic, observer)
 
     def _observe(self, model: str, version: int | None, outcome: str) -> None:
         if self._observer is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from gateway.errors import InvalidRequest, ModelNotFound, ModelNotReady
-from gateway.features.store import FeatureStore
+from gateway.repository.feature_stores import FeatureStores
 from gateway.repository.layout import ModelDir, RepositoryScan, is_valid_model_name, scan_repository
 from gateway.repository.loader import ModelLoader, RegistryObserver, ServedModel
 from gateway.repository.version import ModelVersion
@@ -64,12 +64,12 @@ class ModelRegistry:
         root: Path,
         observer: RegistryObserver | None = None,
         drain_timeout_s: float = 30.0,
-        feature_store: FeatureStore | None = None,
+        feature_stores: FeatureStores | None = None,
     ) -> None:
         self.root = root
         self.state: RepositoryState = _EMPTY
         self._observer = observer
-        self._loader = ModelLoader(observer, feature_store)
+        self._loader = ModelLoader(observer, feature_stores)
         self._drain_timeout_s = drain_timeout_s
         # loading is slow and runs off the event loop, one model at a time
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")

@@ -132,6 +132,22 @@ class FeaturesSection(_Section):
     max_ids: Annotated[int, Field(ge=1)] = 4096  # entity ids per request at most
     redis_timeout_ms: Annotated[float, Field(gt=0)] = 20.0
     on_redis_error: Literal["default", "error"] = "default"
+    # a CSV or JSONL file of entities in the model's directory: the model's own in-process
+    # store, used when the gateway has neither --redis-url nor --features-file
+    file: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file_in_model_directory(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = value.replace("\\", "/").split("/")
+        if not value.strip() or value.startswith("/") or ".." in parts:
+            raise ValueError(
+                "expected a file name relative to the model's directory, such as "
+                f'"entities.csv" (no absolute path, no ".."), got "{value}"'
+            )
+        return value
 
     @field_validator("defaults", mode="before")
     @classmethod
