@@ -4,7 +4,10 @@
 #   docker run --rm -p 8000:8000 onnx-gateway
 #   docker run --rm -p 8000:8000 -v "$PWD/models:/models:ro" onnx-gateway   # your models
 #
-# Configuration: GATEWAY_* variables (see the README's configuration reference).
+# Configuration: GATEWAY_* variables (see the README's configuration reference). Logs are
+# JSON lines (GATEWAY_LOG_FORMAT=text for plain ones). No features file is set here: a
+# model with [features] reads Redis (GATEWAY_REDIS_URL), GATEWAY_FEATURES_FILE, or the
+# file its own [features] file names (the bundled fraud model: its entities.csv).
 
 # -- build: a wheel of the gateway and of every dependency --------------------------
 FROM python:3.11-slim AS build
@@ -20,7 +23,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8000 \
     GATEWAY_MODEL_REPOSITORY=/models \
-    GATEWAY_FEATURES_FILE=/models/fraud/entities.csv \
     GATEWAY_LOG_FORMAT=json
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
 COPY --from=build /wheels /wheels

@@ -47,15 +47,21 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60
 
 @contextlib.contextmanager
 def serving(
-    args: list[str], log: Path, env: dict[str, str] | None = None
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[GatewayProcess]:
-    """`python -m gateway serve ARGS`, ready; its port comes through GATEWAY_PORT."""
+    """`python -m gateway serve ARGS` (or ``command`` ARGS), ready; its port comes through
+    GATEWAY_PORT. Its environment: this one without GATEWAY_* variables, plus ``env``."""
     port = free_port()
-    environment = {**os.environ, **(env or {}), "GATEWAY_PORT": str(port)}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    environment = {**inherited, **(env or {}), "GATEWAY_PORT": str(port)}
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", *args],
-            cwd=ROOT,
+            [*(command or [sys.executable, "-m", "gateway", "serve"]), *args],
+            cwd=cwd,
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
