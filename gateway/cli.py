@@ -84,6 +84,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
+    from gateway.packages import warn_about_runtime_clash
     from gateway.server import run
 
     try:
@@ -97,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    warn_about_runtime_clash()
     run(settings)
     return 0
 

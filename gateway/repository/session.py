@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gateway.errors import ConfigError, InferenceFailed, InvalidRequest
+from gateway.packages import KEEP_GPU
 from gateway.protocol.datatypes import NUMPY_DTYPES, ONNX_TO_DATATYPE
 from gateway.protocol.signature import Signature, TensorSpec
 from gateway.repository.spec import RuntimeSection
@@ -21,7 +22,8 @@ from gateway.repository.spec import RuntimeSection
 log = logging.getLogger("gateway.runtime")
 
 CPU = "CPUExecutionProvider"
-_PREFERRED = ("CUDAExecutionProvider", CPU)
+CUDA = "CUDAExecutionProvider"
+_PREFERRED = (CUDA, CPU)
 _OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -35,12 +37,36 @@ def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) 
     """The requested providers that this onnxruntime build has, always ending with CPU."""
     wanted = list(requested) if requested is not None else list(_PREFERRED)
     chosen = [p for p in wanted if p in available]
-    for missing in (p for p in wanted if p not in available):
-        if requested is not None:
-            log.warning("execution provider %s is not available here; falling back", missing)
     if CPU not in chosen:
         chosen.append(CPU)
     return chosen
+
+
+def provider_shortfall(
+    requested: Sequence[str] | None, running: Sequence[str], available: Sequence[str]
+) -> str | None:
+    """Why the providers ``[runtime] providers`` asks for outright are not all running
+    (None when they are, or when none were asked for: then CUDA is used if it is there)."""
+    if requested is None:
+        return None
+    missing = [p for p in requested if p not in running]
+    if not missing:
+        return None
+    message = (
+        f"[runtime] providers asks for {', '.join(missing)}, but it runs on {', '.join(running)}"
+    )
+    absent = [p for p in missing if p not in available]
+    if absent:
+        message += f": this onnxruntime has no {', '.join(absent)} (it has {', '.join(available)})"
+        if CUDA in absent:
+            message += f"; for CUDA install onnxruntime-gpu in place of onnxruntime: {KEEP_GPU}"
+    else:
+        message += (
+            f": {', '.join(missing)} is in this onnxruntime but did not start (for CUDA: no "
+            "GPU visible to this process, or CUDA/cuDNN libraries that onnxruntime-gpu "
+            "needs are missing)"
+        )
+    return message
 
 
 class OnnxModel:
@@ -52,7 +78,8 @@ class OnnxModel:
         options.inter_op_num_threads = runtime.inter_op_threads
         options.graph_optimization_level = _OPTIMIZATION[runtime.graph_optimization_level]
         options.log_severity_level = 3  # onnxruntime's own warnings go through our log lines
-        providers = choose_providers(runtime.providers, ort.get_available_providers())
+        available = ort.get_available_providers()
+        providers = choose_providers(runtime.providers, available)
         try:
             model_bytes = path.read_bytes()
             self.sha256 = hashlib.sha256(model_bytes).hexdigest()
@@ -66,6 +93,9 @@ class OnnxModel:
             raise ConfigError(f"{path}: onnxruntime cannot load it: {_short(exc)}") from None
         first = self.sessions[0]
         self.providers: list[str] = first.get_providers()
+        shortfall = provider_shortfall(runtime.providers, self.providers, available)
+        if shortfall is not None:
+            log.warning("%s: %s", path, shortfall)
         self.signature = Signature(
             inputs=tuple(_spec(path, arg) for arg in first.get_inputs()),
             outputs=tuple(_spec(path, arg) for arg in first.get_outputs()),
