@@ -1,9 +1,14 @@
 # make serve: run the gateway on the bundled models at http://127.0.0.1:8000
+#             (ARGS="--admin-token s3cret ..." adds flags of `gateway serve`)
 # make test:  everything the test suite needs, then the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# extra flags for `gateway serve`, e.g. make serve ARGS="--admin-token s3cret --log-level debug"
+ARGS ?=
+# make bench QUICK=1: one model, two connection counts, one open-loop rate, 2 s per level
+QUICK_BENCH_ARGS := --models mlp --connections 1 64 --rate mlp=2000 --duration 2
 
 .PHONY: serve test redis-server check-models lint bench bench-compare bench-features wrk clean
 
@@ -23,7 +28,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 serve: $(VENV)/.installed
 	$(BIN)/gateway serve --model-repository models --host 127.0.0.1 --port $(PORT) \
-	  --features-file models/fraud/entities.csv
+	  --features-file models/fraud/entities.csv $(ARGS)
 
 # the tests start their own redis-server on free ports; install it where it is missing
 redis-server:
@@ -56,8 +61,9 @@ wrk:
 	  fi; }
 
 # the benchmark of loadtests/benchmark.py; BENCH_ARGS="--duration 4" etc. to change it
+# (options in BENCH_ARGS win over QUICK=1's, which come first)
 bench: $(VENV)/.installed-loadtest wrk
-	$(BIN)/python -m loadtests.benchmark $(BENCH_ARGS)
+	$(BIN)/python -m loadtests.benchmark $(if $(QUICK),$(QUICK_BENCH_ARGS)) $(BENCH_ARGS)
 
 # the working tree against a commit, alternating rounds (loadtests/compare.py); e.g.
 # make bench-compare BENCH_ARGS="--baseline HEAD~1 --models mlp"
