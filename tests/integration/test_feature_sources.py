@@ -138,3 +138,29 @@ def test_blank_settings_mean_none(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_redis_wins_over_a_features_file() -> None:
     source = describe_source("redis://127.0.0.1:1/0", Path("entities.csv"))
     assert "Redis" in source and "--features-file entities.csv ignored" in source
+
+
+def test_a_changed_features_file_is_read_again_with_its_model(tmp_path: Path) -> None:
+    """The model's own file is read when the model (re)loads: after the file changes, a
+    change to model.toml (or a new version) reloads it, and the new rows serve."""
+    root = tmp_path / "models"
+    feature_model(root, "own", 'file = "entities.csv"\n')
+    entities = root / "own" / "entities.csv"
+    entities.write_text("user_id,age\nu1,50\n")
+
+    async def go() -> tuple[float, float]:
+        registry = ModelRegistry(root, feature_stores=FeatureStores(required=True))
+        try:
+            await registry.load()
+            before = (await registry.model("own").features.rows(["u1"]))[0]  # type: ignore[union-attr]
+            entities.write_text("user_id,age\nu1,60\n")
+            config = root / "own" / "model.toml"
+            config.write_text(config.read_text() + "\n")
+            for _ in range(3):  # a change is applied once it has held still for a poll
+                await registry.refresh()
+            after = (await registry.model("own").features.rows(["u1"]))[0]  # type: ignore[union-attr]
+            return float(before.vector[0]), float(after.vector[0])
+        finally:
+            await registry.aclose()
+
+    assert asyncio.run(go()) == (50.0, 60.0)
