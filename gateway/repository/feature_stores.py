@@ -73,7 +73,7 @@ class FeatureStores:
 
     def _from_file(self, entry: ModelDir, name: str) -> MemoryStore:
         path = entry.path / name
-        where = f"{entry.config_path}: [features] file = \"{name}\""
+        where = f'{entry.config_path}: [features] file = "{name}"'
         try:
             home, real = entry.path.resolve(), path.resolve()
         except (OSError, RuntimeError):  # a symlink loop
