@@ -179,8 +179,8 @@ class Metrics:
         self.feature_lookups = Counter(
             "gateway_feature_lookups",
             "Entity rows whose features came from the local cache (local), Redis or the "
-            "in-process store (redis), or the defaults (default: not in the store, or the "
-            "store unavailable and nothing cached)",
+            "in-process store (redis), or the defaults (default: not in the store, whether "
+            "that answer was fetched or cached, or the store unavailable and nothing cached)",
             ["model", "source"],
             registry=self.registry,
         )

@@ -44,6 +44,9 @@ class Route:
     shadow: ModelVersion | None = None  # also run the request here, after answering
     mirror: ShadowJob | None = None  # the shadow run to start once the answer is sent
     features: FeatureLookup | None = None  # the model's [features], if it has them
+    # this request's rows by where their features came from (a FeatureTally)
+    features_store: int = 0
+    features_default: int = 0
 
 
 class InferenceService:
@@ -84,11 +87,12 @@ class InferenceService:
         """Entity ids in, the model's feature input out; a no-op without [features] or
         when the caller sent the features itself. None when done at once (no row needs
         the store); else the rows still to come, for ``infer(ready=...)``: the request
-        then waits for them in its batch (see FeatureLookup.start_fill)."""
+        then waits for them in its batch (see FeatureLookup.start_fill). The route counts
+        the rows by source (``features_store``, ``features_default``)."""
         features = route.features
         if features is None or features.entity_input not in inputs:
             return None
-        return features.start_fill(inputs, datatypes)
+        return features.start_fill(inputs, datatypes, route)
 
     def plan_mirror(
         self,

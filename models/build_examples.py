@@ -212,6 +212,19 @@ def write_entities_csv(path: Path, x: FloatArray, n_rows: int) -> None:
             writer.writerow([f"u{i:04d}", *cells])
 
 
+def fraud_defaults(x: FloatArray, y: IntArray) -> dict[str, float]:
+    """The fraud model's [features] defaults: each field's median over the non-fraud
+    users of the training rows, to two decimals.
+
+    A user the feature store does not have is then scored as a typical legitimate
+    user (``build_fraud`` checks that the model says "not fraud" for it). Zeros, or a
+    few hand-picked values with zeros for the rest, would describe a brand-new account
+    with no balance and no activity, which the model rightly scores as fraud.
+    """
+    medians = np.median(x[y == 0], axis=0)
+    return {name: round(float(v), 2) for name, v in zip(FRAUD_FEATURES, medians, strict=True)}
+
+
 # --------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------
@@ -529,6 +542,13 @@ def build_digits(out: Path) -> list[Report]:
     return reports
 
 
+FRAUD_SIGNATURE = [
+    ("features", "tensor(float)", [BATCH_DIM, 6]),
+    ("probabilities", "tensor(float)", [BATCH_DIM, 2]),
+    ("label", "tensor(int64)", [BATCH_DIM]),
+]
+
+
 def build_fraud(out: Path) -> list[Report]:
     x, y = fraud_population(FRAUD_N_USERS, FRAUD_DATA_SEED)
     print(f"fraud: {len(y)} users, {y.mean():.2%} positive")
@@ -537,6 +557,7 @@ def build_fraud(out: Path) -> list[Report]:
         x, y, test_size=TEST_SIZE, stratify=y, random_state=FRAUD_SPLIT_SEED
     )
     est = train_fraud(x_tr, y_tr)
+    defaults = fraud_defaults(x_tr, y_tr)
     model = export(
         est,
         "features",
@@ -554,20 +575,18 @@ def build_fraud(out: Path) -> list[Report]:
     path = out / "fraud" / "1" / "model.onnx"
     save(model, path)
     print(f"fraud v1 -> {path}")
-    proba, label = run_onnx(
-        path,
-        x_te,
-        [
-            ("features", "tensor(float)", [BATCH_DIM, 6]),
-            ("probabilities", "tensor(float)", [BATCH_DIM, 2]),
-            ("label", "tensor(int64)", [BATCH_DIM]),
-        ],
-    )
+    proba, label = run_onnx(path, x_te, FRAUD_SIGNATURE)
     diff = check_proba("fraud", proba, est.predict_proba(x_te))
     if not np.array_equal(label, est.predict(x_te)):
         raise RuntimeError("fraud: onnx label disagrees with sklearn.predict")
     acc = float(np.mean(label == y_te))
     auc = float(roc_auc_score(y_te, proba[:, 1]))
+    unknown = np.array([[defaults[name] for name in FRAUD_FEATURES]], dtype=np.float32)
+    unknown_proba, unknown_label = run_onnx(path, unknown, FRAUD_SIGNATURE)
+    if int(unknown_label[0]) != 0:
+        raise RuntimeError(f"fraud: the [features] defaults {defaults} are scored as fraud")
+    print(f"  [features] defaults {defaults}: P(fraud) = {float(unknown_proba[0, 1]):.4f}")
+    write_toml(out / "fraud" / "model.toml", fraud_toml(defaults))
     size, sha = describe(path)
     # Accuracy alone flatters an imbalanced task, so show the base rate and AUC.
     print(
@@ -594,8 +613,9 @@ max_queue_delay_ms = 2.0
 FRAUD_TOML = """\
 # Fraud score from six per-user features. Callers send either the features
 # themselves (input "features", FP32 [n, 6]) or just user ids (input "user_id",
-# BYTES [n]): the gateway then looks the features up in Redis (--redis-url) or in
-# the in-process store (--features-file models/fraud/entities.csv).
+# BYTES [n]): the gateway then looks the features up in Redis (--redis-url), in the
+# in-process store of --features-file, or, with neither, in this model's own
+# entities.csv ([features] file below).
 [model]
 versions = "latest"
 
@@ -605,15 +625,33 @@ inter_op_threads = 1
 
 [features]
 entity_input = "user_id"
-key = "user:{user_id}"
+key = "user:{{user_id}}"
 fields = ["age", "account_age_days", "balance", "txn_count_7d", "avg_txn_amount", "chargebacks_90d"]
 input = "features"
-defaults = { age = 35, account_age_days = 365 }
+# A user the store does not have gets these: the medians of the non-fraud users in the
+# training data, which the model scores as not fraud. Answers that used them say so
+# (header x-feature-defaults), and a warning line counts them (at most every 10 s).
+defaults = {{ {defaults} }}
 missing = "default"
 local_ttl_ms = 1000
 redis_timeout_ms = 20
 on_redis_error = "default"
+file = "entities.csv"
 """
+
+
+def fraud_toml(defaults: dict[str, float]) -> str:
+    """FRAUD_TOML with its [features] defaults (integers written without ".0")."""
+    values = ", ".join(
+        f"{name} = {int(value) if value.is_integer() else value}"
+        for name, value in defaults.items()
+    )
+    return FRAUD_TOML.format(defaults=values)
+
+
+def write_toml(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -626,9 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     out: Path = args.out
-    for rel, text in (("digits/model.toml", DIGITS_TOML), ("fraud/model.toml", FRAUD_TOML)):
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(text, encoding="utf-8", newline="\n")
+    write_toml(out / "digits" / "model.toml", DIGITS_TOML)  # fraud's: build_fraud
 
     # One BLAS/OpenMP thread: multi-threaded reductions may sum in a different
     # order from run to run or machine to machine, which would perturb trained

@@ -12,7 +12,8 @@ A batch goes to the store in chunks of at most ``FETCH_CHUNK`` keys, one after t
 other, each under its own timeout: many concurrent callers (or one with many ids)
 make more calls, never one call too large to answer within ``redis_timeout_ms``.
 
-Store failures and malformed entities are logged, one line per model at most every
+Store failures, malformed entities and rows answered with the defaults because the
+store does not have their entity are logged, one line per model at most every
 ``REPORT_INTERVAL_S`` with the counts since the previous line (``FailureLog``).
 """
 
@@ -44,9 +45,10 @@ _SHOWN_DETAIL = 200
 
 
 class FailureLog:
-    """One model's store failures (by kind) and malformed entities, counted until the next
-    log line, which is due at most once every ``interval_s``; pure, with an injected
-    clock. The first failure after a quiet spell is reported at once."""
+    """One model's store failures (by kind), malformed entities and rows of unknown
+    entities (answered with the defaults), counted until the next log line, which is due
+    at most once every ``interval_s``; pure, with an injected clock. The first of them
+    after a quiet spell is reported at once."""
 
     def __init__(self, interval_s: float, now: Callable[[], float]) -> None:
         self._interval = interval_s
@@ -56,12 +58,14 @@ class FailureLog:
         self._failures: dict[str, int] = {}
         self._keys = 0
         self._malformed = 0
+        self._unknown = 0
         self._last_failure = ""
         self._last_malformed = ""
+        self._last_unknown = ""
 
     @property
     def pending(self) -> bool:
-        return bool(self._failures or self._malformed)
+        return bool(self._failures or self._malformed or self._unknown)
 
     def failed(self, kind: str, detail: str, keys: int) -> None:
         """A store call for ``keys`` keys failed."""
@@ -77,6 +81,14 @@ class FailureLog:
             self._since = self._now()
         self._malformed += count
         self._last_malformed = detail
+
+    def unknown(self, rows: int, key: str) -> None:
+        """``rows`` rows got the defaults: the store has no entity under their keys
+        (``key``: one of them)."""
+        if not self.pending:
+            self._since = self._now()
+        self._unknown += rows
+        self._last_unknown = key
 
     def due_in(self) -> float:
         """Seconds until a line may be logged (0: now)."""
@@ -102,13 +114,20 @@ class FailureLog:
                 f"{self._malformed} malformed entit{'ies' if self._malformed != 1 else 'y'} "
                 "(answered as missing)"
             )
+        if self._unknown:
+            parts.append(
+                f"{self._unknown} row{'s' if self._unknown != 1 else ''} of entities not in "
+                "the store (answered with the [features] defaults)"
+            )
         line = " and ".join(parts) + f" in the last {now - self._since:.1f} s"
         if self._failures:
             line += f"; last failure: {_printable(self._last_failure)}"
         if self._malformed:
             line += f"; last malformed: {_printable(self._last_malformed)}"
+        if self._unknown:
+            line += f"; last not in the store: {_printable(self._last_unknown)}"
         self._failures = {}
-        self._keys = self._malformed = 0
+        self._keys = self._malformed = self._unknown = 0
         self._last_line = now
         return line
 
@@ -245,6 +264,13 @@ class FetchBatcher:
             self.failures.malformed(count, malformed.message)
             self._report()
         return outcomes
+
+    def unknown(self, rows: int, key: str) -> None:
+        """``rows`` rows were answered with the defaults because the store does not have
+        their entity (``key``: one of them): logged with the failures, rate-limited."""
+        self.failures.unknown(rows, key)
+        if self._report_timer is None:
+            self._report()
 
     def _report(self) -> None:
         """Log the failure counts now if a line is due, else once it is."""

@@ -11,6 +11,15 @@ entries and bytes and the same TTL. An entity that is malformed in the store (no
 a HASH, a value that is not a number) is missing for that entity alone: its row
 takes the defaults (or, with ``missing = "error"``, the request gets 400 naming
 it), it is not cached, and it is logged (see ``fetches.FailureLog``).
+
+Every row is counted by source (``gateway_feature_lookups_total``): ``local`` and
+``redis`` for rows the store has (from the local cache, or fetched now), ``default`` for
+rows answered with the defaults, whether the store's "no such entity" was fetched now or
+cached. A request's own counts go to its ``FeatureTally`` (its log line and the
+``x-feature-defaults`` header). Entities answered with the defaults because the store
+does not have them are logged too, at most one line per model every 10 s with the
+counts (see ``fetches.FailureLog``): a model that silently scores unknown users with
+its defaults is visible.
 """
 
 from __future__ import annotations
@@ -45,6 +54,14 @@ class RowCounter(Protocol):
 
 class _Uncounted:
     count = 0
+
+
+class FeatureTally(Protocol):
+    """One request's rows by where their features came from: the store (or the local
+    cache of it) or the defaults. Plain attributes, so counting costs an addition."""
+
+    features_store: int
+    features_default: int
 
 
 class CacheSize(Sized, Protocol):
@@ -99,6 +116,20 @@ class FeatureLookup:
         if observer is not None:
             observer.track_cache(self._cache)
 
+    def metadata(self) -> dict[str, object]:
+        """What a client needs to send entity ids instead of the features (the model
+        metadata's ``parameters.features``); the keys are those of [features]."""
+        config = self.config
+        return {
+            "entity_input": {"name": config.entity_input, "datatype": "BYTES", "shape": [-1]},
+            "input": config.input,
+            "key": config.key,
+            "fields": list(self._fields),
+            "defaults": {field: config.defaults.get(field, 0.0) for field in self._fields},
+            "missing": config.missing,
+            "max_ids": config.max_ids,
+        }
+
     async def fill(
         self,
         inputs: dict[str, np.ndarray],
@@ -115,12 +146,14 @@ class FeatureLookup:
         self,
         inputs: dict[str, np.ndarray],
         datatypes: dict[str, str],
+        tally: FeatureTally | None = None,
     ) -> PendingRows | None:
         """``fill`` without the waiting: done at once (None) where no row needs the store.
         Else the feature input is in ``inputs`` already, with the rows that wait for the
         store still to be written: they are, by ``finish()`` on the returned object once
         its ``future`` is done. The batcher does that (see ``batching.request.Ready``):
-        the request waits for its features in its batch, not on its own."""
+        the request waits for its features in its batch, not on its own. ``tally``: the
+        request's rows by source, once they are known."""
         config = self.config
         if config.input in inputs:
             raise InvalidRequest(
@@ -140,9 +173,17 @@ class FeatureLookup:
         )
         if len(ids) == 1 and not overrides:
             # the hot path: one id, in the local cache
-            row = self._cache.get(self._template.key(ids[0]))
-            if row is not None and (row.found or not self._missing_is_error):
+            key = self._template.key(ids[0])
+            row = self._cache.get(key)
+            if row is not None and row.found:
                 self._counters[0].count += 1
+                if tally is not None:
+                    tally.features_store += 1
+                inputs[config.input] = row.vector[np.newaxis]
+                datatypes[config.input] = "FP32"
+                return None
+            if row is not None and not self._missing_is_error:  # known to be unknown
+                self._defaulted(1, 1, key, tally)
                 inputs[config.input] = row.vector[np.newaxis]
                 datatypes[config.input] = "FP32"
                 return None
@@ -155,8 +196,8 @@ class FeatureLookup:
                 waiter = self._fetches.ask(misses, len(misses))
                 matrix = inputs[config.input] = np.empty((len(ids), len(self._fields)), np.float32)
                 datatypes[config.input] = "FP32"
-                return PendingRows(self, ids, rows, misses, waiter, overrides, matrix)
-            complete = self._all_local(ids, rows)
+                return PendingRows(self, ids, rows, misses, waiter, overrides, matrix, tally)
+            complete = self._all_local(ids, rows, tally)
         inputs[config.input] = feature_matrix(complete, overrides)
         datatypes[config.input] = "FP32"
         return None
@@ -167,17 +208,58 @@ class FeatureLookup:
         if not misses:
             return self._all_local(ids, rows)
         waiter = self._fetches.ask(misses, len(misses))
-        pending = PendingRows(self, ids, rows, misses, waiter, [], None)
+        pending = PendingRows(self, ids, rows, misses, waiter, [], None, None)
         await pending.future
         return pending.complete()
 
-    def _all_local(self, ids: list[str], rows: list[FeatureRow | None]) -> list[FeatureRow]:
-        """Rows that needed no fetch (local cache, or the caller's own fields)."""
-        self._counters[0].count += len(ids)
+    def _all_local(
+        self, ids: list[str], rows: list[FeatureRow | None], tally: FeatureTally | None = None
+    ) -> list[FeatureRow]:
+        """Rows that needed no fetch: all from the local cache."""
         complete: list[FeatureRow] = rows  # type: ignore[assignment]  # every slot is set
+        self._count(ids, complete, 0, 0, tally)
         if self._missing_is_error:
             self._check_found(ids, complete)
         return complete
+
+    def _count(
+        self,
+        ids: list[str],
+        rows: list[FeatureRow],
+        fetched: int,
+        excused: int,
+        tally: FeatureTally | None,
+    ) -> None:
+        """Count a request's rows by source: ``fetched`` of the found ones came from the
+        store just now (the others from the local cache); ``excused`` of the rows with
+        defaults have them because the store failed or held them malformed (logged as
+        such), the others because the store does not have them."""
+        default = 0
+        for row in rows:
+            if not row.found:
+                default += 1
+        stored = len(rows) - default
+        counters = self._counters
+        counters[0].count += stored - fetched
+        counters[1].count += fetched
+        if tally is not None:
+            tally.features_store += stored
+        if default:
+            key = ""  # one of the unknown entities' keys, for the log line
+            if default > excused and not self._missing_is_error:
+                key = self._template.key(
+                    next(e for e, r in zip(ids, rows, strict=True) if not r.found)
+                )
+            self._defaulted(default, default - excused, key, tally)
+
+    def _defaulted(self, rows: int, unknown: int, key: str, tally: FeatureTally | None) -> None:
+        """``rows`` rows get the defaults, ``unknown`` of them as the store lacks their
+        entity (for the rate-limited log line; not if refused: missing = "error")."""
+        self._counters[2].count += rows
+        if tally is not None:
+            tally.features_default += rows
+        if unknown and not self._missing_is_error:
+            self._fetches.unknown(unknown, key)
 
     def _from_cache(self, ids: list[str]) -> tuple[list[FeatureRow | None], dict[str, list[int]]]:
         """The cached rows (None where missing) and the missing keys with their rows."""
@@ -203,44 +285,44 @@ class FeatureLookup:
         rows: list[FeatureRow | None],
         misses: dict[str, list[int]],
         waiter: Waiter,
+        tally: FeatureTally | None = None,
     ) -> list[FeatureRow]:
         """``rows`` with the missing ones filled in from the waiter's outcomes (or the
         fallbacks), and counted by source."""
-        counts = [len(rows), 0, 0]  # local, redis, default; fetched ones moved below
+        fetched = excused = 0  # rows found by this fetch; rows defaulted by a failure
         outcomes = waiter.outcomes
         malformed: FeatureDataInvalid | None = None
         for key, where in misses.items():
             outcome = outcomes[key]
             if isinstance(outcome, FeatureRow):
-                row, source = outcome, 1 if outcome.found else 2
+                row = outcome
+                if outcome.found:
+                    fetched += len(where)
             elif isinstance(outcome, StoreUnavailable):
-                row, source = self._fallback(key, outcome)
+                row = self._fallback(key, outcome)
+                if not row.found:
+                    excused += len(where)
             else:  # malformed in the store: missing, for this entity alone
-                row, source, malformed = self._missing, 2, outcome
+                row, malformed = self._missing, outcome
+                excused += len(where)
             for index in where:
                 rows[index] = row
-            if source:
-                counts[0] -= len(where)
-                counts[source] += len(where)
-        for counter, count in zip(self._counters, counts, strict=True):
-            counter.count += count
         complete: list[FeatureRow] = rows  # type: ignore[assignment]  # every slot is set
+        self._count(ids, complete, fetched, excused, tally)
         if self._missing_is_error:
             self._check_found(ids, complete, malformed)
         return complete
 
-    def _fallback(self, key: str, error: StoreUnavailable) -> tuple[FeatureRow, int]:
-        """The row to use while the store is unavailable, and its source (0 local,
-        2 default)."""
+    def _fallback(self, key: str, error: StoreUnavailable) -> FeatureRow:
+        """The row to use while the store is unavailable: the local cache's, even expired,
+        else the defaults."""
         if self.config.on_redis_error == "error":
             raise FeatureStoreUnavailable(
                 f"model '{self.model}' looks its features up in the feature store, which is "
                 f'unavailable ({error}); [features] on_redis_error = "error"'
             )
         stale = self._cache.get_stale(key)
-        if stale is not None:
-            return stale, 0
-        return self._missing, 2
+        return self._missing if stale is None else stale
 
     def _check_found(
         self, ids: list[str], rows: list[FeatureRow], malformed: FeatureDataInvalid | None = None
@@ -275,6 +357,7 @@ class PendingRows:
         "_waiter",
         "_overrides",
         "_matrix",
+        "_tally",
         "future",
     )
 
@@ -287,6 +370,7 @@ class PendingRows:
         waiter: Waiter,
         overrides: list[tuple[int, np.ndarray]],
         matrix: np.ndarray | None,
+        tally: FeatureTally | None,
     ) -> None:
         self._lookup = lookup
         self._ids = ids
@@ -295,6 +379,7 @@ class PendingRows:
         self._waiter = waiter
         self._overrides = overrides
         self._matrix = matrix
+        self._tally = tally
         self.future = waiter.future  # its own future: leaving early cancels nothing shared
 
     def finish(self) -> None:
@@ -303,4 +388,6 @@ class PendingRows:
 
     def complete(self) -> list[FeatureRow]:
         """Every row, the fetched ones included; raises what the caller is to be told."""
-        return self._lookup.completed(self._ids, self._rows, self._misses, self._waiter)
+        return self._lookup.completed(
+            self._ids, self._rows, self._misses, self._waiter, self._tally
+        )

@@ -38,23 +38,30 @@ async def ready(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
+    """The model's metadata; for a version's path, that version's alone (as Triton does).
+    A model with [features] names, in ``parameters.features``, the entity input a caller
+    may send instead of the input the features fill."""
     service: InferenceService = request.state.service
     model = request.path_params["model"]
+    version = request.path_params.get("version")
     try:
         served = service.registry.model(model)
-        target = service.resolve(model, request.path_params.get("version"))
+        target = service.resolve(model, version)
     except GatewayError as exc:
         return error_response(exc)
     signature = target.signature
-    return json_response(
-        {
-            "name": model,
-            "versions": [str(v) for v in sorted(served.versions)],
-            "platform": "onnxruntime_onnx",
-            "inputs": [spec.metadata() for spec in signature.inputs],
-            "outputs": [spec.metadata() for spec in signature.outputs],
-        }
-    )
+    body: dict[str, object] = {
+        "name": model,
+        "versions": (
+            [target.label] if version is not None else [str(v) for v in sorted(served.versions)]
+        ),
+        "platform": "onnxruntime_onnx",
+        "inputs": [spec.metadata() for spec in signature.inputs],
+        "outputs": [spec.metadata() for spec in signature.outputs],
+    }
+    if served.features is not None:
+        body["parameters"] = {"features": served.features.metadata()}
+    return json_response(body)
 
 
 async def model_ready(request: Request) -> Response:

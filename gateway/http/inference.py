@@ -41,6 +41,8 @@ _JSON = b"application/json"
 _OCTET_STREAM = b"application/octet-stream"
 _MAX_REQUEST_ID = 128
 _HEADER_LENGTH = v2.HEADER_LENGTH.encode()
+# on answers to requests that sent entity ids: how many rows got the [features] defaults
+_FEATURE_DEFAULTS = b"x-feature-defaults"
 _WANTED = {b"x-request-id", b"content-length", b"content-encoding", _HEADER_LENGTH}
 
 # (service, route, body, request headers, ticket, gone) -> (payload, media type, headers,
@@ -71,9 +73,13 @@ async def _run_v2(
     payload, header_length = v2.encode_response(
         target.info.model, target.label, decoded.id, result.outputs, result.binary
     )
+    extra = []
+    if route.features_store or route.features_default:  # entity ids were looked up
+        extra.append((_FEATURE_DEFAULTS, str(route.features_default).encode()))
     if header_length is None:
-        return payload, _JSON, [], target
-    return payload, _OCTET_STREAM, [(_HEADER_LENGTH, str(header_length).encode())], target
+        return payload, _JSON, extra, target
+    extra.append((_HEADER_LENGTH, str(header_length).encode()))
+    return payload, _OCTET_STREAM, extra, target
 
 
 async def _run_v1(
@@ -184,7 +190,10 @@ class InferenceEndpoint:
         elapsed = perf_counter() - started
         metrics.request_done(known, label, self.protocol, status, elapsed)
         if state["log_requests"]:
-            log_request(request_id, model, label, self.protocol, status, elapsed, ticket)
+            features = None
+            if route is not None and (route.features_store or route.features_default):
+                features = (route.features_store, route.features_default)
+            log_request(request_id, model, label, self.protocol, status, elapsed, ticket, features)
 
 
 def _shutting_down() -> GatewayError:
@@ -213,13 +222,17 @@ def log_request(
     status: int,
     seconds: float,
     ticket: Ticket | None,
+    features: tuple[int, int] | None = None,
 ) -> None:
-    """One line per request (debug level): with --log-format json, every field a key."""
+    """One line per request (debug level): with --log-format json, every field a key.
+    ``features``: for a request that sent entity ids, its rows whose features came from
+    the store (or its local cache) and those that got the [features] defaults."""
     queued = None if ticket is None or ticket.queued_s is None else ticket.queued_s * 1000
     ran = None if ticket is None or ticket.ran_s is None else ticket.ran_s * 1000
     rid = request_id.decode("latin-1")
+    stored, defaulted = (None, None) if features is None else features
     request_log.debug(
-        "%s %s v%s %s %d in %.2f ms (queue %s ms, inference %s ms)",
+        "%s %s v%s %s %d in %.2f ms (queue %s ms, inference %s ms)%s",
         protocol,
         model,
         version or "-",
@@ -228,6 +241,7 @@ def log_request(
         seconds * 1000,
         "-" if queued is None else f"{queued:.2f}",
         "-" if ran is None else f"{ran:.2f}",
+        "" if features is None else f"; features: {stored} from the store, {defaulted} defaults",
         extra={
             "request_id": rid,
             "model": model,
@@ -237,6 +251,8 @@ def log_request(
             "duration_ms": round(seconds * 1000, 3),
             "queue_ms": None if queued is None else round(queued, 3),
             "inference_ms": None if ran is None else round(ran, 3),
+            "features_store": stored,
+            "features_default": defaulted,
         },
     )
 

@@ -38,6 +38,50 @@ def test_model_metadata(client: httpx.Client) -> None:
     assert fraud["outputs"][1]["datatype"] == "INT64"
 
 
+def test_version_metadata_lists_that_version_only(client: httpx.Client) -> None:
+    """As Triton does: the model's path lists every loaded version, a version's path that
+    version alone (with that version's inputs and outputs)."""
+    assert client.get("/v2/models/digits").json()["versions"] == ["1", "2"]
+    for version in ("1", "2"):
+        body = client.get(f"/v2/models/digits/versions/{version}").json()
+        assert body["versions"] == [version]
+        assert body["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}]
+
+
+def test_metadata_of_a_model_with_features_names_its_entity_input(client: httpx.Client) -> None:
+    """A client learns from the metadata that it may send user ids instead of the feature
+    vector: the entity input and its datatype, the input it fills, the fields in column
+    order, the key template and what an unknown entity gets. The inputs stay the
+    model's own, so clients that send every listed input keep working."""
+    for path in ("/v2/models/fraud", "/v2/models/fraud/versions/1"):
+        body = client.get(path).json()
+        assert body["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 6]}]
+        assert body["parameters"]["features"] == {
+            "entity_input": {"name": "user_id", "datatype": "BYTES", "shape": [-1]},
+            "input": "features",
+            "key": "user:{user_id}",
+            "fields": [
+                "age",
+                "account_age_days",
+                "balance",
+                "txn_count_7d",
+                "avg_txn_amount",
+                "chargebacks_90d",
+            ],
+            "defaults": {
+                "age": 41.0,
+                "account_age_days": 604.0,
+                "balance": 1913.4,
+                "txn_count_7d": 6.0,
+                "avg_txn_amount": 38.42,
+                "chargebacks_90d": 0.0,
+            },
+            "missing": "default",
+            "max_ids": 4096,
+        }
+    assert "parameters" not in client.get("/v2/models/digits").json()
+
+
 @pytest.mark.parametrize(
     ("path", "status", "message"),
     [

@@ -12,6 +12,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -73,3 +75,23 @@ def test_generated_requests(case: schemathesis.Case, gateway: RunningGateway) ->
     assert response.status_code < 500 or response.status_code in (503, 504), response.text
     if response.status_code >= 400:
         assert set(response.json()) == {"error"}, response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "schema_name"),
+    [
+        ("/v2", "MetadataServerResponse"),
+        ("/v2/models/digits", "MetadataModelResponse"),
+        ("/v2/models/digits/versions/1", "MetadataModelResponse"),
+        ("/v2/models/fraud", "MetadataModelResponse"),  # with parameters.features
+        ("/v2/models/fraud/versions/1", "MetadataModelResponse"),
+    ],
+)
+def test_metadata_answers_match_the_schema(
+    path: str, schema_name: str, gateway: RunningGateway
+) -> None:
+    document = _load_schema()
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    response = httpx.get(gateway.url + path, timeout=30)
+    assert response.status_code == 200
+    jsonschema.Draft202012Validator(schema).validate(response.json())

@@ -34,6 +34,11 @@ def test_server_and_model_status(triton_client: triton.InferenceServerClient) ->
     assert not triton_client.is_model_ready("broken")
     metadata = triton_client.get_model_metadata("digits")
     assert metadata["inputs"][0]["name"] == "pixels"
+    assert triton_client.get_model_metadata("digits", "1")["versions"] == ["1"]
+    # a model with [features]: its entity input under parameters, beside its own inputs
+    fraud = triton_client.get_model_metadata("fraud")
+    assert [i["name"] for i in fraud["inputs"]] == ["features"]
+    assert fraud["parameters"]["features"]["entity_input"]["name"] == "user_id"
     assert triton_client.get_server_metadata()["name"] == "gateway"
 
 

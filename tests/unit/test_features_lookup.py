@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -246,7 +247,9 @@ def test_concurrent_lookups_share_one_fetch_and_the_cache() -> None:
         assert store.fetches[1:] == [["user:a"]]
 
     asyncio.run(scenario())
-    assert counts.sources == {"redis": 5, "default": 1, "local": 3}
+    # "nobody" got the defaults both times, once fetched and once from the local cache
+    # (the store's "no such entity", cached): both are counted as default, not local
+    assert counts.sources == {"redis": 5, "default": 2, "local": 2}
     assert counts.fetched_keys == [3, 1]
 
 
@@ -400,3 +403,106 @@ def test_the_cache_is_reported_to_the_observer_and_bounded_in_bytes() -> None:
 
     asyncio.run(scenario())
     assert 0 < counts.cache.bytes <= 10_000 and len(counts.cache) >= 10
+
+
+class Tally:
+    """A request's rows by source, as the service's Route keeps them."""
+
+    def __init__(self) -> None:
+        self.features_store = 0
+        self.features_default = 0
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return self.features_store, self.features_default
+
+
+async def fill_counted(features: FeatureLookup, *entities: bytes) -> tuple[int, int]:
+    """Fill a request of ``entities`` the way the HTTP path does; its tally."""
+    inputs = {"user_id": ids(*entities)}
+    datatypes = {"user_id": "BYTES"}
+    tally = Tally()
+    pending = features.start_fill(inputs, datatypes, tally)
+    if pending is not None:
+        await pending.future
+        pending.finish()
+    assert inputs["features"].shape == (len(entities), 2)
+    return tally.counts
+
+
+def test_a_request_counts_its_rows_from_the_store_and_from_the_defaults() -> None:
+    """Each request's tally and the metric agree on every path: fetched, cached (found or
+    known to be unknown, the one-id hot path too), and the store down."""
+    store, clock, counts = CountingStore(), Clock(), Counts()
+    features = lookup(store, clock, counts)
+
+    async def scenario() -> None:
+        assert await fill_counted(features, b"a", b"nobody", b"b") == (2, 1)  # fetched
+        assert await fill_counted(features, b"a", b"nobody") == (1, 1)  # cached
+        assert await fill_counted(features, b"nobody") == (0, 1)  # cached, one id
+        assert await fill_counted(features, b"b") == (1, 0)  # cached, one id
+        assert len(store.fetches) == 1
+        store.down = True
+        clock.t += 5.0  # every entry expired: "a" answered stale, "ghost" with defaults
+        assert await fill_counted(features, b"a", b"ghost") == (1, 1)
+        # the caller sent every field: nothing looked up, nothing counted
+        everything = {"user_id": ids(b"q"), "age": np.array([1.0]), "balance": np.array([2.0])}
+        tally = Tally()
+        features.start_fill(
+            everything, {"user_id": "BYTES", "age": "FP64", "balance": "FP64"}, tally
+        )
+        assert tally.counts == (0, 0)
+        await features.aclose()
+
+    asyncio.run(scenario())
+    assert counts.sources == {"redis": 2, "local": 3, "default": 4}
+
+
+def test_rows_of_unknown_entities_are_logged_at_most_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Defaults served for entities the store does not have are logged with counts, at
+    most one line per model per interval; rows defaulted because the store failed are
+    reported as such, not as unknown; with missing = "error" nothing is served, nothing
+    logged as unknown."""
+    store, clock = CountingStore(), Clock()
+    features = lookup(store, clock)
+    strict = lookup(store, clock, missing="error")
+
+    async def scenario() -> None:
+        await fill_counted(features, b"a", b"u9999")
+        await fill_counted(features, b"u9999")  # from the cache: counted, line not yet due
+        await fill_counted(features, b"x", b"y")
+        with pytest.raises(InvalidRequest):
+            await fill_counted(strict, b"nobody")
+        store.down = True
+        await fill_counted(features, b"z")  # store down: a failure, not an unknown entity
+        await features.aclose()
+        await strict.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="gateway.features"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.features"]
+    assert lines == [
+        "feature store, model m: 1 row of entities not in the store (answered with the "
+        "[features] defaults) in the last 0.0 s; last not in the store: user:u9999"
+    ]
+    assert features._fetches.failures.take() == (
+        "1 store call failed (1 error; 1 keys answered from the local cache or "
+        "defaults) and 3 rows of entities not in the store (answered with the [features] "
+        "defaults) in the last 0.0 s; last failure: test store is down; last not in the "
+        "store: user:x"
+    )
+
+
+def test_metadata_names_the_entity_input_and_what_it_fills() -> None:
+    features = lookup(CountingStore(), Clock())
+    assert features.metadata() == {
+        "entity_input": {"name": "user_id", "datatype": "BYTES", "shape": [-1]},
+        "input": "features",
+        "key": "user:{user_id}",
+        "fields": ["age", "balance"],
+        "defaults": {"age": 0.0, "balance": -1.0},
+        "missing": "default",
+        "max_ids": 4096,
+    }

@@ -218,3 +218,25 @@ def test_failure_log_reports_at_once_then_at_most_every_interval_with_counts() -
         "last malformed: feature store: user:\\x1b[2J is not a HASH"
     )
     assert failures.take() is None and failures.due_in() == pytest.approx(10.0)
+
+
+def test_failure_log_counts_rows_of_entities_not_in_the_store() -> None:
+    clock = Clock()
+    failures = FailureLog(10.0, clock)
+    failures.unknown(1, "user:u9999")
+    assert failures.take() == (
+        "1 row of entities not in the store (answered with the [features] defaults) in "
+        "the last 0.0 s; last not in the store: user:u9999"
+    )
+    clock.t += 1.0
+    failures.unknown(3, "user:a")
+    failures.failed("timeout", "no answer", 2)
+    failures.unknown(2, "user:\nb")
+    assert failures.due_in() == pytest.approx(9.0)
+    clock.t += 9.0
+    assert failures.take() == (
+        "1 store call failed (1 timeout; 2 keys answered from the local cache or defaults) "
+        "and 5 rows of entities not in the store (answered with the [features] defaults) "
+        "in the last 9.0 s; last failure: no answer; last not in the store: user:\\nb"
+    )
+    assert failures.take() is None

@@ -50,3 +50,18 @@ def test_request_line(caplog: pytest.LogCaptureFixture) -> None:
     assert (fields["duration_ms"], fields["queue_ms"], fields["inference_ms"]) == (3.0, 1.2, 0.5)
     assert orjson.loads(JsonFormatter().format(missing))["queue_ms"] is None
     assert "nope v- def 404" in missing.getMessage()
+
+
+def test_request_line_counts_rows_by_feature_source(caplog: pytest.LogCaptureFixture) -> None:
+    """A request that sent entity ids says how many rows got their features from the
+    store and how many the [features] defaults; other requests carry null fields."""
+    caplog.set_level(logging.DEBUG, logger="gateway.requests")
+    log_request(b"f-1", "fraud", "1", "v2", 200, 0.002, None, (3, 2))
+    log_request(b"f-2", "fraud", "1", "v2", 200, 0.002, None)
+    by_ids, by_features = caplog.records
+    assert by_ids.getMessage().endswith("; features: 3 from the store, 2 defaults")
+    fields = orjson.loads(JsonFormatter().format(by_ids))
+    assert (fields["features_store"], fields["features_default"]) == (3, 2)
+    assert "features" not in by_features.getMessage()
+    fields = orjson.loads(JsonFormatter().format(by_features))
+    assert fields["features_store"] is None and fields["features_default"] is None
