@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import pytest
 
 from gateway.config import Settings
 from tests import onnx_models
+from tests.background_load import BackgroundLoad
 from tests.conftest import RunningGateway, metric_value, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.integration
@@ -119,34 +119,9 @@ def _corrupt_version(root: Path, model: str, version: int) -> None:
     (staging / str(version)).rename(root / model / str(version))
 
 
-class Traffic:
-    """A few clients posting to the routed path until stopped (or 30 s, 5000 requests)."""
-
-    def __init__(self, url: str, clients: int = 3) -> None:
-        self.results: list[tuple[int, str]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, args=(url,)) for _ in range(clients)]
-
-    def _client(self, url: str) -> None:
-        deadline = time.monotonic() + 30
-        with httpx.Client(base_url=url, timeout=10) as client:
-            for _ in range(5000):
-                if self._stop.is_set() or time.monotonic() > deadline:
-                    return
-                response = _predict(client)
-                self.results.append(
-                    (response.status_code, response.headers.get("x-model-version", ""))
-                )
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=40)
+def _routed(client: httpx.Client) -> tuple[int, str]:
+    response = _predict(client)
+    return response.status_code, response.headers.get("x-model-version", "")
 
 
 # -- a new version or config that fails leaves the previous state serving -------------
@@ -189,7 +164,7 @@ def test_corrupt_version_and_bad_model_toml_while_requests_flow(
     not one request fails, version 1 answers them all, and each problem is reported
     (log line, gateway_model_loads_total{outcome="failed"}, index reason)."""
     root = gateway.repository
-    with Traffic(gateway.url) as traffic:
+    with BackgroundLoad(gateway.url, _routed) as traffic:
         time.sleep(0.3)
         _corrupt_version(root, "pair", 2)
         _wait_for(lambda: _row(http, "pair", "2") is not None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 
 from gateway.config import Settings
 from tests import onnx_models
+from tests.background_load import BackgroundLoad
 from tests.conftest import RunningGateway, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.integration
@@ -34,37 +34,13 @@ def swap_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     stop_gateway(running)
 
 
-class Load:
-    """Bounded background load: ``clients`` threads posting until stopped (or 30 s)."""
-
-    def __init__(self, url: str, clients: int = 8) -> None:
-        self.results: list[tuple[int, str, float]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, args=(url,)) for _ in range(clients)]
-
-    def _client(self, url: str) -> None:
-        deadline = time.monotonic() + 30
-        with httpx.Client(base_url=url, timeout=10) as client:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                response = client.post("/v1/models/pair:predict", json=BODY)
-                value = (
-                    response.json()["predictions"][0]["sum"][0]
-                    if response.status_code == 200
-                    else float("nan")
-                )
-                self.results.append(
-                    (response.status_code, response.headers.get("x-model-version", ""), value)
-                )
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=40)
+def _pair_sum(client: httpx.Client) -> tuple[int, str, float]:
+    """One v1 request to 'pair': status, answering version, and the sum (nan on error)."""
+    response = client.post("/v1/models/pair:predict", json=BODY)
+    value = (
+        response.json()["predictions"][0]["sum"][0] if response.status_code == 200 else float("nan")
+    )
+    return response.status_code, response.headers.get("x-model-version", ""), value
 
 
 def _wait_for(predicate, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
@@ -84,7 +60,7 @@ def _serving(gateway: RunningGateway, version: str) -> bool:
 def test_hot_swap_under_load_fails_no_request(swap_gateway: RunningGateway) -> None:
     root = swap_gateway.repository
     scale = {"1": 1.0, "2": 3.0, "3": 5.0}
-    with Load(swap_gateway.url) as load:
+    with BackgroundLoad(swap_gateway.url, _pair_sum, clients=8) as load:
         time.sleep(0.5)
         onnx_models.write_model(root, "pair", 2, onnx_models.scaled_sum(scale["2"]))
         _wait_for(lambda: _serving(swap_gateway, "2"))
@@ -109,7 +85,7 @@ def test_hot_swap_under_load_fails_no_request(swap_gateway: RunningGateway) -> N
 
 def test_bad_files_under_load_leave_serving_alone(swap_gateway: RunningGateway) -> None:
     root = swap_gateway.repository
-    with Load(swap_gateway.url, clients=4) as load:
+    with BackgroundLoad(swap_gateway.url, _pair_sum, clients=4) as load:
         (root / "pair" / "2").mkdir()
         (root / "pair" / "2" / "model.onnx").write_bytes(b"not a model")
         onnx_models.write_config(root, "pair", '[batching]\nmax_batch_size = "many"\n')
