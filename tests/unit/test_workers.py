@@ -2,38 +2,38 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 from gateway.workers import WorkerGroup, shared_directory
 
 
 def _dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
+    """A pid no process has: above the largest the kernel hands out (no process is started
+    to find one)."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    pid = pid_max + 1
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return pid
+    raise AssertionError(f"pid {pid} answers signal 0")
 
 
 def test_ready_only_when_every_worker_has_joined(tmp_path: Path) -> None:
-    # this test process stands for both workers: two pids that are alive
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        first = WorkerGroup(tmp_path, size=2)
-        second = WorkerGroup(tmp_path, size=2, pid=other.pid)
-        first.joined(ready=True)
-        assert not first.all_ready() and not second.all_ready()
-        second.joined(ready=True)
-        assert first.all_ready() and second.all_ready()
-        second.report(ready=False)  # e.g. its only model failed a reload
-        assert not first.all_ready()
-        second.report(ready=True)
-        assert first.all_ready()
-        second.left()
-        assert not first.all_ready()
-    finally:
-        other.kill()
-        other.wait()
+    # this test process and its parent stand for the two workers: two pids that are alive
+    first = WorkerGroup(tmp_path, size=2)
+    second = WorkerGroup(tmp_path, size=2, pid=os.getppid())
+    first.joined(ready=True)
+    assert not first.all_ready() and not second.all_ready()
+    second.joined(ready=True)
+    assert first.all_ready() and second.all_ready()
+    second.report(ready=False)  # e.g. its only model failed a reload
+    assert not first.all_ready()
+    second.report(ready=True)
+    assert first.all_ready()
+    second.left()
+    assert not first.all_ready()
 
 
 def test_a_dead_worker_does_not_count_and_is_cleaned_up(tmp_path: Path) -> None:
