@@ -19,8 +19,8 @@ The tree::
     ├── DeadlineExceeded (504)       a request waited past its deadline
     └── InferenceFailed (500)        the runtime rejected or failed a run
 
-This module imports no web framework: ``gateway.http.errors`` is the single place
-that turns these into responses.
+This module imports no web framework: ``gateway.http.responses.error_parts`` is the
+single place that turns these into responses (status, body, headers).
 """
 
 from __future__ import annotations

@@ -51,9 +51,7 @@ def guarded(handler: Handler) -> Handler:
         try:
             _check_declared_size(request)
             return await handler(request)
-        except RequestTimeout as exc:  # the rest of the body must not be read as a request
-            return error_response(exc, {"connection": "close"})
-        except GatewayError as exc:
+        except GatewayError as exc:  # a 408 closes the connection: see error_parts
             return error_response(exc)
 
     return check

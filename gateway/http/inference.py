@@ -22,13 +22,13 @@ import os
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.batching.ticket import Ticket
-from gateway.errors import ClientGone, GatewayError, ModelNotReady, QueueFull, RequestTimeout
+from gateway.errors import ClientGone, GatewayError, ModelNotReady
 from gateway.http.body import read_body
 from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, disconnect_probe
+from gateway.http.responses import error_parts, internal_error_body
 from gateway.metrics import Metrics
 from gateway.protocol import v1, v2
 from gateway.repository.version import ModelVersion
@@ -150,11 +150,9 @@ class InferenceEndpoint:
             status, payload, media_type = CLIENT_CLOSED_REQUEST, b"", _JSON
         except (GatewayError, asyncio.CancelledError) as caught:
             exc = caught if isinstance(caught, GatewayError) else _shutting_down()
-            status, payload, media_type = int(exc.status), error_body(exc.message), _JSON
-            if isinstance(exc, QueueFull):
-                response_headers.append((b"retry-after", str(exc.retry_after_s).encode()))
-            elif isinstance(exc, RequestTimeout):  # the rest of its body must not follow
-                response_headers.append((b"connection", b"close"))
+            status, payload, extra = error_parts(exc)
+            media_type = _JSON
+            response_headers += extra
             if status >= 500:
                 rid = request_id.decode("latin-1")
                 log.warning(
@@ -172,8 +170,7 @@ class InferenceEndpoint:
                 model,
                 extra={"request_id": rid, "status": 500},
             )
-            status, media_type = 500, _JSON
-            payload = error_body(f"internal error (request id {rid}); the gateway log has details")
+            status, payload, media_type = 500, internal_error_body(rid), _JSON
         finally:
             if ticket is not None:
                 ticket.release()
@@ -255,10 +252,6 @@ def log_request(
             "features_default": defaulted,
         },
     )
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
 
 
 INFER_V2 = InferenceEndpoint("v2")

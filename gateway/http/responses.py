@@ -1,4 +1,8 @@
-"""orjson-encoded responses and the single mapping from GatewayError to the wire."""
+"""orjson-encoded responses and the single mapping from GatewayError to the wire.
+
+``error_parts`` is that mapping: the Starlette handlers (``error_response``) and the
+raw-ASGI inference path (``gateway.http.inference``) both answer an error with it.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import GatewayError, QueueFull
+from gateway.errors import GatewayError, QueueFull, RequestTimeout
 
 JSON = "application/json"
 log = logging.getLogger("gateway.http")
+
+# headers as the ASGI ``http.response.start`` message carries them
+RawHeaders = list[tuple[bytes, bytes]]
+ErrorParts = tuple[int, bytes, RawHeaders]
 
 
 def json_response(
@@ -22,17 +30,33 @@ def json_response(
     return Response(orjson.dumps(content), status_code, headers, media_type=JSON)
 
 
-def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
-    headers = dict(headers or {})
+def error_parts(exc: GatewayError) -> ErrorParts:
+    """How ``exc`` goes on the wire: its status, its JSON body ``{"error": message}``
+    and the headers it adds: Retry-After on a 429 (QueueFull), Connection: close on a
+    408 (RequestTimeout: the rest of its body must not be read as the next request)."""
+    body = orjson.dumps({"error": exc.message})
     if isinstance(exc, QueueFull):
-        headers["retry-after"] = str(exc.retry_after_s)
-    return json_response({"error": exc.message}, int(exc.status), headers)
+        return int(exc.status), body, [(b"retry-after", str(exc.retry_after_s).encode())]
+    if isinstance(exc, RequestTimeout):
+        return int(exc.status), body, [(b"connection", b"close")]
+    return int(exc.status), body, []
 
 
-def internal_error(request_id: str | None, headers: dict[str, str] | None = None) -> Response:
+def internal_error_body(request_id: str | None) -> bytes:
+    """The body of a 500 for an error nobody raised on purpose (the log has the rest)."""
     suffix = f" (request id {request_id})" if request_id else ""
-    message = f"internal error{suffix}; the gateway log has details"
-    return json_response({"error": message}, 500, headers)
+    return orjson.dumps({"error": f"internal error{suffix}; the gateway log has details"})
+
+
+def error_response(exc: GatewayError) -> Response:
+    status, body, extra = error_parts(exc)
+    response = Response(body, status, media_type=JSON)
+    response.raw_headers += extra
+    return response
+
+
+def internal_error(request_id: str | None) -> Response:
+    return Response(internal_error_body(request_id), 500, media_type=JSON)
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
