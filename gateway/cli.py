@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gateway import __version__
 from gateway.config import Settings
+from gateway.validation import Problem, describe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,11 +105,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _usage_error(exc: ValidationError) -> int:
-    for error in exc.errors():
-        flag = "--" + "-".join(str(p) for p in error["loc"]).replace("_", "-")
-        message = str(error["msg"]).removeprefix("Value error, ")
-        print(f"gateway serve: {flag}: {message} (got {error.get('input')!r})", file=sys.stderr)
+    print(describe(exc, _flag_problem, separator="\n"), file=sys.stderr)
     return 2
+
+
+def _flag_problem(problem: Problem) -> str:
+    flag = "--" + problem.path("-").replace("_", "-")
+    return f"gateway serve: {flag}: {problem.message} (got {problem.given!r})"
 
 
 def _check(directory: Path) -> int:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.errors import ConfigError
 from gateway.features.keys import KeyTemplate
+from gateway.validation import Problem, describe
 
 _LATEST_N = re.compile(r"^latest:([1-9][0-9]*)$")
 _VERSION_KEY = re.compile(r"\A[1-9][0-9]{0,17}\Z")
@@ -242,8 +243,7 @@ def parse_model_config(document: dict[str, Any], source: str = "model.toml") -> 
     try:
         return ModelConfig.model_validate(document)
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors()]
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+        raise ConfigError(f"{source}: " + describe(exc, _toml_problem)) from None
 
 
 _EXPECTED = {
@@ -257,16 +257,15 @@ _EXPECTED = {
 }
 
 
-def _describe(error: Any) -> str:
-    location = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
-    key = _as_toml_key(location)
-    kind = error["type"]
+def _toml_problem(problem: Problem) -> str:
+    key = _as_toml_key(problem.path(indexes=False))
+    kind = problem.kind
     if kind == "extra_forbidden":
         return f"unknown key {key}"
-    got = f"got {_toml_value(error.get('input'))}"
+    got = f"got {_toml_value(problem.given)}"
     if kind in _EXPECTED:
         return f"{key}: expected {_EXPECTED[kind]}, {got}"
-    message = str(error["msg"]).removeprefix("Value error, ")
+    message = problem.message
     if kind == "value_error":  # our own validators already say what they got
         return f"{key}: {message}"
     return f"{key}: {message[0].lower() + message[1:]}, {got}"

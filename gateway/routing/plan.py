@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from gateway.errors import InvalidRequest
 from gateway.repository.spec import RoutingSection
+from gateway.validation import Problem, describe
 
 # RFC 9110 token: what an HTTP header name may be
 _HEADER_TOKEN = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}\Z")
@@ -66,11 +67,7 @@ class RoutePlan:
         try:
             section = RoutingSection.model_validate(document)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'routing'}: "
-                f"{str(e['msg']).removeprefix('Value error, ')}"
-                for e in exc.errors()[:10]
-            )
+            problems = describe(exc, _json_problem, limit=10)
             raise InvalidRequest(f"invalid routing: {problems}") from None
         return cls.from_section(section)
 
@@ -133,6 +130,10 @@ def _normalised(declared: tuple[tuple[int, float], ...]) -> tuple[tuple[int, flo
     largest = max(w for _, w in positive)
     shares = ((v, w / largest) for v, w in positive)
     return tuple((v, share) for v, share in shares if share > 0)  # 5e-324 / 1e308 is 0
+
+
+def _json_problem(problem: Problem) -> str:
+    return f"{problem.path() or 'routing'}: {problem.message}"
 
 
 def _brief(value: Any) -> str:
