@@ -10,10 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.config import Settings
 from gateway.protocol.datatypes import DATATYPES
-from tests.conftest import RunningGateway
+from tests.conftest import (
+    SERVER_MAX_BODY,
+    RunningGateway,
+    build_test_repository,
+    start_gateway,
+    stop_gateway,
+)
 
 pytestmark = pytest.mark.integration
+
+Document = dict[str, object]  # a request document, as json.dumps takes it
 
 FUZZ = settings(
     max_examples=300,
@@ -95,7 +104,7 @@ v1_paths = st.sampled_from(
 
 
 @st.composite
-def nearly_valid_types_requests(draw: st.DrawFn) -> dict:
+def nearly_valid_types_requests(draw: st.DrawFn) -> Document:
     """Right names and shapes for the all-datatypes model, with drawn datatypes and values."""
     rows = draw(st.integers(min_value=0, max_value=3))
     inputs = []
@@ -109,7 +118,7 @@ def nearly_valid_types_requests(draw: st.DrawFn) -> dict:
 
 
 @st.composite
-def nearly_valid_feature_requests(draw: st.DrawFn) -> dict:
+def nearly_valid_feature_requests(draw: st.DrawFn) -> Document:
     """Entity ids (and perhaps feature fields) for the fraud model, with drawn datatypes,
     shapes and values."""
     rows = draw(st.integers(min_value=0, max_value=3))
@@ -133,8 +142,22 @@ def nearly_valid_feature_requests(draw: st.DrawFn) -> dict:
 
 
 @pytest.fixture(scope="module")
-def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """A gateway of this module's own: what other modules do to the shared one (routing,
+    reloads) cannot change what is fuzzed here, and the fuzzing cannot reach them."""
+    running = start_gateway(
+        Settings(
+            model_repository=build_test_repository(tmp_path_factory.mktemp("fuzz")),
+            max_body_bytes=SERVER_MAX_BODY,
+        )
+    )
+    yield running
+    stop_gateway(running)
+
+
+@pytest.fixture
+def http(fuzzed: RunningGateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fuzzed.url, timeout=30) as client:
         yield client
 
 
@@ -144,57 +167,81 @@ def _check(response: httpx.Response) -> None:
         assert set(response.json()) == {"error"}
 
 
-@FUZZ
-@given(path=v2_paths, document=v2_documents)
-def test_v2_structured_documents(http: httpx.Client, path: str, document: dict) -> None:
-    _check(http.post(path, content=json.dumps(document).encode()))
-
-
-@FUZZ
-@given(
-    path=v2_paths,
-    document=v2_documents,
-    blob=st.binary(max_size=64),
-    length=st.integers(min_value=-5, max_value=400)
-    | st.text(alphabet="0123456789abcx+-.", min_size=1, max_size=4),
-)
-def test_v2_binary_framing(
-    http: httpx.Client, path: str, document: dict, blob: bytes, length: object
-) -> None:
-    header = json.dumps(document).encode()
-    response = http.post(
-        path, content=header + blob, headers={"Inference-Header-Content-Length": str(length)}
-    )
-    _check(response)
-
-
-@FUZZ
-@given(path=v1_paths, document=v1_documents)
-def test_v1_documents(http: httpx.Client, path: str, document: dict) -> None:
-    _check(http.post(path, content=json.dumps(document).encode()))
-
-
-@FUZZ
-@given(path=v2_paths | v1_paths, body=st.binary(max_size=200))
-def test_arbitrary_bytes(http: httpx.Client, path: str, body: bytes) -> None:
-    _check(http.post(path, content=body))
-
-
-@FUZZ
-@given(document=nearly_valid_types_requests())
-def test_nearly_valid_tensors(http: httpx.Client, document: dict) -> None:
-    _check(http.post("/v2/models/types/infer", content=json.dumps(document).encode()))
-
-
-def test_still_serving_after_the_fuzzing(http: httpx.Client) -> None:
+def _still_serving(http: httpx.Client) -> None:
+    """Each fuzzing test ends with this: whichever tests ran before, the gateway kept
+    serving through its own fuzzing."""
     response = http.post("/v1/models/digits:predict", json={"instances": [[0] * 64]})
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
 
 
-@FUZZ
-@given(document=nearly_valid_feature_requests())
-def test_v2_feature_requests(http: httpx.Client, document: dict) -> None:
-    _check(http.post("/v2/models/fraud/infer", content=json.dumps(document).encode()))
+def test_v2_structured_documents(http: httpx.Client) -> None:
+    @FUZZ
+    @given(path=v2_paths, document=v2_documents)
+    def post(path: str, document: Document) -> None:
+        _check(http.post(path, content=json.dumps(document).encode()))
+
+    post()
+    _still_serving(http)
+
+
+def test_v2_binary_framing(http: httpx.Client) -> None:
+    @FUZZ
+    @given(
+        path=v2_paths,
+        document=v2_documents,
+        blob=st.binary(max_size=64),
+        length=st.integers(min_value=-5, max_value=400)
+        | st.text(alphabet="0123456789abcx+-.", min_size=1, max_size=4),
+    )
+    def post(path: str, document: Document, blob: bytes, length: object) -> None:
+        header = json.dumps(document).encode()
+        response = http.post(
+            path, content=header + blob, headers={"Inference-Header-Content-Length": str(length)}
+        )
+        _check(response)
+
+    post()
+    _still_serving(http)
+
+
+def test_v1_documents(http: httpx.Client) -> None:
+    @FUZZ
+    @given(path=v1_paths, document=v1_documents)
+    def post(path: str, document: Document) -> None:
+        _check(http.post(path, content=json.dumps(document).encode()))
+
+    post()
+    _still_serving(http)
+
+
+def test_arbitrary_bytes(http: httpx.Client) -> None:
+    @FUZZ
+    @given(path=v2_paths | v1_paths, body=st.binary(max_size=200))
+    def post(path: str, body: bytes) -> None:
+        _check(http.post(path, content=body))
+
+    post()
+    _still_serving(http)
+
+
+def test_nearly_valid_tensors(http: httpx.Client) -> None:
+    @FUZZ
+    @given(document=nearly_valid_types_requests())
+    def post(document: Document) -> None:
+        _check(http.post("/v2/models/types/infer", content=json.dumps(document).encode()))
+
+    post()
+    _still_serving(http)
+
+
+def test_v2_feature_requests(http: httpx.Client) -> None:
+    @FUZZ
+    @given(document=nearly_valid_feature_requests())
+    def post(document: Document) -> None:
+        _check(http.post("/v2/models/fraud/infer", content=json.dumps(document).encode()))
+
+    post()
+    _still_serving(http)
 
 
 # hostile shapes, nesting, datatypes and binary framings (SPEC 10): whatever they are, the
@@ -259,7 +306,9 @@ def _check_live(http: httpx.Client, response: httpx.Response) -> None:
 
 @HOSTILE
 @given(path=hostile_paths, inputs=st.lists(hostile_tensor, min_size=1, max_size=3))
-def test_v2_hostile_shapes_and_nesting(http: httpx.Client, path: str, inputs: list) -> None:
+def test_v2_hostile_shapes_and_nesting(
+    http: httpx.Client, path: str, inputs: list[dict[str, object]]
+) -> None:
     _check_live(http, http.post(path, content=json.dumps({"inputs": inputs}).encode()))
 
 
@@ -274,7 +323,12 @@ def test_v2_hostile_shapes_and_nesting(http: httpx.Client, path: str, inputs: li
     length=st.sampled_from(["exact", "short", "long", "negative", "huge", "junk"]),
 )
 def test_v2_hostile_binary_framing(
-    http: httpx.Client, path: str, inputs: list, sizes: list, blob: bytes, length: str
+    http: httpx.Client,
+    path: str,
+    inputs: list[dict[str, object]],
+    sizes: list[int],
+    blob: bytes,
+    length: str,
 ) -> None:
     for tensor, size in zip(inputs, sizes, strict=False):
         tensor.pop("data", None)
