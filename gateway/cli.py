@@ -128,9 +128,7 @@ def _check(directory: Path) -> int:
 
 
 def _load_features(args: argparse.Namespace) -> int:
-    from urllib.parse import urlsplit
-
-    from gateway.config import REDIS_SCHEMES
+    from gateway.config import REDIS_URL_STARTS, is_redis_url
     from gateway.features.bulk import LoadError, default_progress, id_column, load_file
 
     def usage(message: str) -> int:
@@ -139,9 +137,8 @@ def _load_features(args: argparse.Namespace) -> int:
 
     if not args.file.is_file():
         return usage(f"no such file: {args.file}")
-    if urlsplit(args.redis_url).scheme not in REDIS_SCHEMES:
-        schemes = ", ".join(s + "://" for s in REDIS_SCHEMES)
-        return usage(f"--redis-url must start with {schemes}; got {args.redis_url!r}")
+    if not is_redis_url(args.redis_url):
+        return usage(f"--redis-url must start with {REDIS_URL_STARTS}; got {args.redis_url!r}")
     if args.ttl is not None and args.ttl <= 0:
         return usage(f"--ttl must be a positive number of seconds, got {args.ttl}")
     if args.chunk_size <= 0:

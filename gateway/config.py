@@ -15,8 +15,16 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+# how messages name them: "redis://, rediss://, unix://, ..."
+REDIS_URL_STARTS = ", ".join(scheme + "://" for scheme in REDIS_SCHEMES)
 # set by `gateway serve --workers N` for its workers; prometheus_client reads it too
 WORKER_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def is_redis_url(url: str) -> bool:
+    """Whether ``url`` is one the gateway connects to Redis with (``REDIS_URL_STARTS``):
+    the one check for ``--redis-url`` of ``gateway serve`` and ``gateway features load``."""
+    return urlsplit(url).scheme in REDIS_SCHEMES
 
 
 class Settings(BaseSettings):
@@ -66,11 +74,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in REDIS_SCHEMES:
-            raise ValueError(
-                f"expected a URL starting with {', '.join(s + '://' for s in REDIS_SCHEMES)}; "
-                f"got {value!r}"
-            )
+        if value is not None and not is_redis_url(value):
+            raise ValueError(f"expected a URL starting with {REDIS_URL_STARTS}; got {value!r}")
         return value
 
     @field_validator("admin_token")
