@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ SPEC_FLAGS = {
 
 def _serve_flags() -> set[str]:
     parser = build_parser()
-    serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    serve = commands.choices["serve"]
     return {o for a in serve._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
 
 

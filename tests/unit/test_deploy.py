@@ -63,7 +63,9 @@ def test_the_deployment_probes_and_drains() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     drain = float(env["GATEWAY_DRAIN_TIMEOUT"])
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    pause = float(re.search(r"sleep\((\d+(?:\.\d+)?)\)", " ".join(pre_stop)).group(1))  # type: ignore[union-attr]
+    sleep = re.search(r"sleep\((\d+(?:\.\d+)?)\)", " ".join(pre_stop))
+    assert sleep is not None, pre_stop
+    pause = float(sleep.group(1))
     assert pod["terminationGracePeriodSeconds"] >= drain + pause
     assert pod["securityContext"]["runAsNonRoot"] is True
     # every ConfigMap key mounted is one the ConfigMap has

@@ -5,8 +5,8 @@ from http import HTTPStatus
 from gateway import errors
 
 
-def _subclasses(cls: type) -> list[type]:
-    found = []
+def _subclasses(cls: type[errors.GatewayError]) -> list[type[errors.GatewayError]]:
+    found: list[type[errors.GatewayError]] = []
     for sub in cls.__subclasses__():
         found.append(sub)
         found.extend(_subclasses(sub))

@@ -13,7 +13,7 @@ from gateway.errors import ConfigError, FeatureStoreUnavailable, InvalidRequest
 from gateway.features.fetches import FETCH_CHUNK
 from gateway.features.lookup import CacheSize, FeatureLookup
 from gateway.features.store import MemoryStore, StoreUnavailable, Values
-from gateway.features.vectors import entity_ids, take_overrides
+from gateway.features.vectors import FeatureRow, entity_ids, take_overrides
 from gateway.protocol.signature import Signature, TensorSpec
 from gateway.repository.loader import check_features
 from gateway.repository.spec import FeaturesSection, parse_model_config
@@ -27,7 +27,9 @@ BASE = {
 
 
 def section(**overrides: object) -> FeaturesSection:
-    return parse_model_config({"features": {**BASE, **overrides}}).features  # type: ignore[return-value]
+    features = parse_model_config({"features": {**BASE, **overrides}}).features
+    assert features is not None
+    return features
 
 
 @pytest.mark.parametrize(
@@ -143,10 +145,15 @@ def test_entity_ids_are_limited_in_count_and_bytes() -> None:
 
 
 def test_overrides_are_taken_out_of_the_inputs() -> None:
-    inputs = {"balance": np.array([[1], [2]], np.int32), "other": np.zeros(2)}
+    inputs: dict[str, np.ndarray] = {
+        "balance": np.array([[1], [2]], np.int32),
+        "other": np.zeros(2),
+    }
     datatypes = {"balance": "INT32", "other": "FP64"}
     overrides = take_overrides(["age", "balance"], "user_id", 2, inputs, datatypes)
-    assert [(c, v.tolist(), v.dtype) for c, v in overrides] == [(1, [1.0, 2.0], np.float32)]
+    assert [(c, v.tolist(), v.dtype) for c, v in overrides] == [
+        (1, [1.0, 2.0], np.dtype(np.float32))
+    ]
     assert list(inputs) == ["other"] and list(datatypes) == ["other"]
     for array, datatype, message in [
         (ids(b"1", b"2"), "BYTES", "overrides a feature and must be numeric, got BYTES"),
@@ -219,8 +226,8 @@ def lookup(
     return FeatureLookup("m", section(defaults={"balance": -1}, **overrides), store, clock, counts)
 
 
-def vectors(rows: Sequence[object]) -> list[list[float]]:
-    return [row.vector.tolist() for row in rows]  # type: ignore[attr-defined]
+def vectors(rows: Sequence[FeatureRow]) -> list[list[float]]:
+    return [row.vector.tolist() for row in rows]
 
 
 def test_concurrent_lookups_share_one_fetch_and_the_cache() -> None:

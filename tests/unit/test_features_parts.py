@@ -76,26 +76,32 @@ def test_cache_entries_expire_spread_over_the_last_part_of_their_ttl() -> None:
     assert [cache.get(k) for k in "abc"] == [None, None, None]
 
 
+def state(breaker: CircuitBreaker) -> BreakerState:
+    """The breaker's state now (read through a call: mypy would otherwise keep the state an
+    earlier assert narrowed it to across the calls that change it)."""
+    return breaker.state
+
+
 def test_breaker_opens_probes_and_closes() -> None:
     clock = Clock()
     breaker = CircuitBreaker(threshold=3, cooldown_s=2.0, now=clock)
     for _ in range(2):
         assert breaker.allow()
         breaker.failed()
-    assert breaker.state is BreakerState.CLOSED
+    assert state(breaker) is BreakerState.CLOSED
     breaker.failed()
-    assert breaker.state is BreakerState.OPEN
+    assert state(breaker) is BreakerState.OPEN
     assert not breaker.allow()  # open: callers skip the dependency at once
     clock.t += 2.0
     assert breaker.allow()  # half-open: one probe
-    assert breaker.state is BreakerState.HALF_OPEN
+    assert state(breaker) is BreakerState.HALF_OPEN
     assert not breaker.allow()  # ... and only one
     breaker.failed()
-    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    assert state(breaker) is BreakerState.OPEN and not breaker.allow()
     clock.t += 2.0
     assert breaker.allow()
     breaker.succeeded()
-    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+    assert state(breaker) is BreakerState.CLOSED and breaker.allow()
 
 
 def test_success_resets_the_failure_count() -> None:

@@ -16,7 +16,7 @@ from gateway.errors import ModelNotFound
 from gateway.repository.registry import ModelRegistry
 from tests import onnx_models
 
-X = {"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.int64)}
+X: dict[str, np.ndarray] = {"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.int64)}
 
 
 def _scenario(root: Path, body: Callable[[ModelRegistry], Awaitable[None]]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.errors import DeadlineExceeded, ModelNotFound, ModelNotReady, QueueFull
+from gateway.errors import DeadlineExceeded, GatewayError, ModelNotFound, ModelNotReady, QueueFull
 from gateway.metrics import Metrics
 from gateway.repository.registry import ModelRegistry
 from tests import onnx_models
@@ -59,7 +59,11 @@ def test_loads_good_versions_and_reports_bad_ones(test_repository: Path) -> None
     ],
 )
 def test_resolve_errors(
-    test_repository: Path, model: str, version: str | None, error: type, message: str
+    test_repository: Path,
+    model: str,
+    version: str | None,
+    error: type[GatewayError],
+    message: str,
 ) -> None:
     registry = _load(test_repository)
     try:

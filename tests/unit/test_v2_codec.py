@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 import orjson
@@ -12,7 +13,7 @@ from gateway.errors import InvalidRequest
 from gateway.protocol.v2 import decode_request, encode_response
 
 
-def _binary_body(header: dict[str, object], *chunks: bytes) -> tuple[bytes, str]:
+def _binary_body(header: Mapping[str, object], *chunks: bytes) -> tuple[bytes, str]:
     head = orjson.dumps(header)
     return head + b"".join(chunks), str(len(head))
 
