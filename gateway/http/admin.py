@@ -136,7 +136,7 @@ async def load_model(request: Request) -> Response:
             f"version {v}: {why}" for v, why in sorted(served.failures.items())
         )
         raise InvalidRequest(f"model '{name}' has no version that loads: {problems}")
-    return json_response({"name": name, "versions": [str(v) for v in sorted(served.versions)]})
+    return json_response({"name": name, "versions": served.labels})
 
 
 @guarded

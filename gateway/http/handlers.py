@@ -52,9 +52,7 @@ async def model_metadata(request: Request) -> Response:
     signature = target.signature
     body: dict[str, object] = {
         "name": model,
-        "versions": (
-            [target.label] if version is not None else [str(v) for v in sorted(served.versions)]
-        ),
+        "versions": [target.label] if version is not None else served.labels,
         "platform": "onnxruntime_onnx",
         "inputs": [spec.metadata() for spec in signature.inputs],
         "outputs": [spec.metadata() for spec in signature.outputs],

@@ -27,7 +27,7 @@ from gateway.repository.spec import (
     VersionPolicy,
     load_model_config,
 )
-from gateway.repository.version import ModelVersion, VersionInfo
+from gateway.repository.version import ModelVersion, VersionInfo, version_summary
 from gateway.routing.plan import RoutePlan
 
 log = logging.getLogger("gateway.repository")
@@ -71,6 +71,11 @@ class ServedModel:
     @property
     def ready(self) -> bool:
         return bool(self.versions)
+
+    @property
+    def labels(self) -> list[str]:
+        """The loaded versions, in order, as answers list them (``["1", "2"]``)."""
+        return [str(number) for number in sorted(self.versions)]
 
 
 class ModelLoader:
@@ -165,11 +170,10 @@ class ModelLoader:
         present = entry.numbers
         missing = [v for v in config.routing.versions if v not in present]
         if missing:
-            there = ", ".join(str(v) for v in present) or "none"
             raise ConfigError(
                 f"{entry.config_path}: [routing] names version(s) "
-                f"{', '.join(str(v) for v in missing)} that are not in the repository "
-                f"(versions there: {there})"
+                f"{version_summary(missing)} that are not in the repository "
+                f"(versions there: {version_summary(present)})"
             )
         return config
 
@@ -185,7 +189,7 @@ class ModelLoader:
         """The new state of the model does not apply: say so, and keep ``previous``."""
         self._observe(entry.name, None, "failed")
         if previous is not None and previous.versions:
-            serving = ", ".join(str(v) for v in sorted(previous.versions))
+            serving = version_summary(previous.versions)
             log.warning(
                 "model %s: %s; the previous config and versions (%s) keep serving",
                 entry.name,

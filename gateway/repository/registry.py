@@ -22,7 +22,7 @@ from gateway.errors import InvalidRequest, ModelNotFound, ModelNotReady
 from gateway.repository.feature_stores import FeatureStores
 from gateway.repository.layout import ModelDir, RepositoryScan, is_valid_model_name, scan_repository
 from gateway.repository.loader import ModelLoader, RegistryObserver, ServedModel
-from gateway.repository.version import ModelVersion
+from gateway.repository.version import ModelVersion, version_summary
 from gateway.routing.plan import RoutePlan
 from gateway.routing.router import choose
 
@@ -185,10 +185,9 @@ class ModelRegistry:
                 inputs.add(served.features.entity_input)
             checked, problems = plan.validate(served.versions, inputs)
             if problems:
-                loaded = ", ".join(str(v) for v in sorted(served.versions)) or "none"
                 raise InvalidRequest(
                     f"routing for model '{name}' not applied: {'; '.join(problems)} "
-                    f"(loaded versions: {loaded})"
+                    f"(loaded versions: {version_summary(served.versions)})"
                 )
             changed = replace(served, routing=checked if checked.active else None)
             self._publish(
@@ -355,17 +354,16 @@ def _not_serving(served: ServedModel, number: int) -> ModelNotFound | ModelNotRe
         )
     if number in served.present and not served.versions:
         return ModelNotReady(f"version {number} of model '{model}' is not ready: {_why(served)}")
-    loaded = ", ".join(str(v) for v in sorted(served.versions)) or "none"
+    loaded = version_summary(served.versions)
     if number in served.present:
         return ModelNotFound(
             f"model '{model}' has no version {number} loaded: its [model] versions policy "
             f"does not select it (loaded versions: {loaded}); name it in [model] versions "
             "in model.toml to serve it"
         )
-    there = ", ".join(str(v) for v in served.present) or "none"
     return ModelNotFound(
         f"model '{model}' has no version {number}; loaded versions: {loaded} "
-        f"(versions in the repository: {there})"
+        f"(versions in the repository: {version_summary(served.present)})"
     )
 
 

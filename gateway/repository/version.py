@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,11 @@ from gateway.repository.spec import ModelConfig
 from gateway.repository.threads import InstanceThreads
 
 log = logging.getLogger("gateway.repository")
+
+
+def version_summary(numbers: Iterable[int]) -> str:
+    """Version numbers as messages name them: ``1, 2, 5`` (in order), or ``none``."""
+    return ", ".join(str(number) for number in sorted(numbers)) or "none"
 
 
 @dataclass(frozen=True, slots=True)
