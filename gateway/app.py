@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 
 from gateway.config import Settings, worker_directory
 from gateway.errors import GatewayError
-from gateway.features.store import open_store
+from gateway.features.shared_store import open_store
 from gateway.http import responses
 from gateway.http.inference import InferenceRoutes
 from gateway.http.routes import ROUTES

@@ -3,13 +3,14 @@
 ``RedisStore`` (redis_store.py) talks to one Redis server or a Redis Cluster;
 ``MemoryStore`` serves the same layout from memory, filled from a CSV or JSONL
 file, so a gateway runs without Redis. Both answer ``fetch_rows``: each key's
-feature row, for all the keys at once (one round trip to Redis).
+feature row, for all the keys at once (one round trip to Redis). ``shared_store.py``
+picks the gateway's store from its settings.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -109,19 +110,3 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
-
-
-def open_store(
-    redis_url: str | None,
-    features_file: Path | None,
-    now: Callable[[], float],
-    on_error: Callable[[], None] | None = None,
-) -> FeatureStore:
-    """Redis when a URL is given; otherwise memory, filled from the file if there is one."""
-    if redis_url is not None:
-        from gateway.features.redis_store import RedisStore  # only with a Redis
-
-        return RedisStore.from_url(redis_url, now, on_error)
-    if features_file is not None:
-        return MemoryStore.from_file(features_file)
-    return MemoryStore()
