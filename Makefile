@@ -46,7 +46,7 @@ test: $(VENV)/.installed-test redis-server
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gateway tests loadtests
 	$(BIN)/ruff format --check gateway tests loadtests
-	$(BIN)/mypy
+	$(BIN)/mypy  # gateway and tests, strict: [tool.mypy] in pyproject.toml
 
 $(VENV)/.installed-loadtest: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[loadtest]'

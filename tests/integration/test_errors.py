@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -16,7 +17,9 @@ from tests.conftest import SERVER_MAX_BODY, RunningGateway
 pytestmark = pytest.mark.integration
 
 
-def _pixels(shape: list[int], datatype: str = "FP32", count: int | None = None) -> dict:
+def _pixels(
+    shape: list[int], datatype: str = "FP32", count: int | None = None
+) -> dict[str, object]:
     size = count if count is not None else int(np.prod(shape))
     return {"name": "pixels", "shape": shape, "datatype": datatype, "data": [1] * size}
 
@@ -33,7 +36,9 @@ def _error(response: httpx.Response, status: int) -> str:
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert set(body) == {"error"}
-    return body["error"]
+    message = body["error"]
+    assert isinstance(message, str), body
+    return message
 
 
 @pytest.mark.parametrize(
@@ -112,7 +117,7 @@ def test_body_over_the_limit(client: httpx.Client) -> None:
     message = _error(client.post("/v2/models/digits/infer", content=big), 413)
     assert f"limited to {SERVER_MAX_BODY} bytes (--max-body-bytes)" in message
 
-    def chunks():  # no Content-Length: the limit applies while streaming
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while streaming
         for _ in range(5):
             yield b"0" * (SERVER_MAX_BODY // 4)
 
@@ -150,9 +155,10 @@ def test_runtime_failure_is_a_clean_error(client: httpx.Client) -> None:
     assert ok.json()["outputs"][0]["data"] == [10.0, 40.0]
 
 
-def _slow_body(rows: int, timeout_ms: float | None = None) -> bytes:
+def _slow_body(rows: int, timeout_ms: float | None = None) -> tuple[bytes, int]:
+    """The binary request and the length of its JSON header."""
     x = np.ones((rows, 16), np.float32)
-    header = {
+    header: dict[str, object] = {
         "inputs": [
             {
                 "name": "x",
@@ -180,7 +186,9 @@ def _post_slow(
     )
 
 
-def _in_background(gateway: RunningGateway, rows: int, results: list) -> threading.Thread:
+def _in_background(
+    gateway: RunningGateway, rows: int, results: list[httpx.Response]
+) -> threading.Thread:
     thread = threading.Thread(target=lambda: results.append(_post_slow(gateway, rows)))
     thread.start()
     return thread

@@ -80,7 +80,8 @@ def test_log_lines_count_rows_by_source_and_warn_about_unknown_entities(
         root.removeHandler(caplog.handler)
     line = next(r for r in caplog.records if getattr(r, "request_id", None) == "ids-1")
     assert line.name == "gateway.requests"
-    assert (line.features_store, line.features_default) == (2, 2)  # type: ignore[attr-defined]
+    fields = vars(line)  # the record's extra fields are attributes of its own
+    assert (fields["features_store"], fields["features_default"]) == (2, 2)
     assert line.getMessage().endswith("; features: 2 from the store, 2 defaults")
     warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.features"]
     # the first at once; the second request's row waits for the next line (10 s later,

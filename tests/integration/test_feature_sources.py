@@ -152,13 +152,17 @@ def test_a_changed_features_file_is_read_again_with_its_model(tmp_path: Path) ->
         registry = ModelRegistry(root, feature_stores=FeatureStores(required=True))
         try:
             await registry.load()
-            before = (await registry.model("own").features.rows(["u1"]))[0]  # type: ignore[union-attr]
+            features = registry.model("own").features
+            assert features is not None
+            before = (await features.rows(["u1"]))[0]
             entities.write_text("user_id,age\nu1,60\n")
             config = root / "own" / "model.toml"
             config.write_text(config.read_text() + "\n")
             for _ in range(3):  # a change is applied once it has held still for a poll
                 await registry.refresh()
-            after = (await registry.model("own").features.rows(["u1"]))[0]  # type: ignore[union-attr]
+            features = registry.model("own").features
+            assert features is not None
+            after = (await features.rows(["u1"]))[0]
             return float(before.vector[0]), float(after.vector[0])
         finally:
             await registry.aclose()

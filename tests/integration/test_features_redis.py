@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import pytest
+from redis.typing import EncodableT, FieldT
 
 from gateway.config import Settings
 from tests import onnx_models
@@ -376,10 +377,9 @@ def test_the_gateway_reconnects_when_redis_is_back(
     )
     want = expected(session, [TABLE["u0777"]])
     deadline = time.monotonic() + 10
-    got = None
-    while time.monotonic() < deadline:
+    while True:
         got = probabilities(infer(features_gateway.url, "fraud_nocache", ["u0001"]))
-        if np.allclose(got, want, atol=1e-6):
+        if np.allclose(got, want, atol=1e-6) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     np.testing.assert_allclose(got, want, atol=1e-6)  # features from Redis again
@@ -497,6 +497,11 @@ def test_bad_feature_requests_are_400(
     assert response.json()["error"] == message
 
 
+def redis_hash(fields: dict[str, str]) -> dict[FieldT, EncodableT]:
+    """The same fields, typed as redis-py's hset takes them (its keys are not only str)."""
+    return dict(fields.items())
+
+
 STORED = {
     "user:plain": {"age": "42", "balance": "1234.5"},
     "user:spaces": {"age": " 7 ", "balance": "-0"},
@@ -510,19 +515,23 @@ STORED = {
 
 
 def test_redis_and_memory_stores_read_values_alike(redis_up: RedisServer) -> None:
+    from gateway.errors import FeatureDataInvalid
     from gateway.features.redis_store import RedisStore
     from gateway.features.store import MemoryStore
+    from gateway.features.vectors import FeatureRow
 
     client = redis_up.client()
     memory = MemoryStore()
     for key, mapping in STORED.items():
-        client.hset(key, mapping=mapping)
+        client.hset(key, mapping=redis_hash(mapping))
         memory.put(key, mapping)
     keys = [*STORED, "user:absent"]
     fields = ["age", "balance"]
     defaults = np.array([35, -1], dtype=np.float32)
 
-    async def both() -> tuple[list[object], list[object]]:
+    Rows = list[FeatureRow | FeatureDataInvalid]
+
+    async def both() -> tuple[Rows, Rows]:
         store = RedisStore.from_url(redis_up.url, time.monotonic)
         try:
             from_redis = await store.fetch_rows(keys, fields, defaults, 5.0)
@@ -534,10 +543,10 @@ def test_redis_and_memory_stores_read_values_alike(redis_up: RedisServer) -> Non
 
     from_redis, from_memory = asyncio.run(both())
 
-    def shown(row: object) -> object:
-        if isinstance(row, Exception):
+    def shown(row: FeatureRow | FeatureDataInvalid) -> object:
+        if isinstance(row, FeatureDataInvalid):
             return str(row)
-        return (row.vector.tolist(), row.found)  # type: ignore[attr-defined]
+        return (row.vector.tolist(), row.found)
 
     assert [shown(r) for r in from_redis] == [shown(r) for r in from_memory]
     assert [shown(r) for r in from_redis] == [

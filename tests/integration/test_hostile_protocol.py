@@ -12,6 +12,7 @@ import json
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -43,7 +44,7 @@ TYPES_ROW: dict[str, list[object]] = {
 MESSAGE_LIMIT = 400  # characters: no message prints a huge number or list in full
 
 
-def _types_request(**override: dict[str, object]) -> dict[str, object]:
+def _types_request(**override: Mapping[str, object]) -> dict[str, list[dict[str, object]]]:
     """A valid request to the 'types' model, with the tensors named by datatype replaced."""
     inputs = []
     for datatype in DATATYPES:
@@ -129,7 +130,7 @@ def test_a_dimension_of_2_64_is_refused_as_out_of_range_in_binary(
     document = _types_request(
         **{datatype: {"shape": [0, 2**64 - 1], "parameters": {"binary_data_size": 0}}}
     )
-    del next(t for t in document["inputs"] if t["name"] == f"in_{datatype}")["data"]  # type: ignore[attr-defined]
+    del next(t for t in document["inputs"] if t["name"] == f"in_{datatype}")["data"]
     header = json.dumps(document).encode()
     response = client.post(
         "/v2/models/types/infer",
@@ -151,7 +152,7 @@ def test_an_empty_tensor_with_a_huge_other_dimension_is_400(
         tensor = {"shape": [0, 2**63 - 1], "parameters": {"binary_data_size": 0}}
     document = _types_request(FP32=tensor)
     if framing == "binary":
-        del next(t for t in document["inputs"] if t["name"] == "in_FP32")["data"]  # type: ignore[attr-defined]
+        del next(t for t in document["inputs"] if t["name"] == "in_FP32")["data"]
     body = json.dumps(document).encode()
     if framing == "binary":
         headers = {"Inference-Header-Content-Length": str(len(body))}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -43,7 +43,7 @@ def _pair_sum(client: httpx.Client) -> tuple[int, str, float]:
     return response.status_code, response.headers.get("x-model-version", ""), value
 
 
-def _wait_for(predicate, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -54,7 +54,8 @@ def _wait_for(predicate, timeout_s: float = 15.0) -> None:  # type: ignore[no-un
 
 def _serving(gateway: RunningGateway, version: str) -> bool:
     response = httpx.post(f"{gateway.url}/v1/models/pair:predict", json=BODY, timeout=10)
-    return response.headers.get("x-model-version") == version
+    answered: str | None = response.headers.get("x-model-version")
+    return answered == version
 
 
 def test_hot_swap_under_load_fails_no_request(swap_gateway: RunningGateway) -> None:

@@ -26,7 +26,7 @@ SCHEMA_FILE = Path(__file__).resolve().parents[1] / "openapi" / "oip-dataplane.j
 
 
 def _load_schema() -> dict[str, Any]:
-    document = json.loads(SCHEMA_FILE.read_text())
+    document: dict[str, Any] = json.loads(SCHEMA_FILE.read_text())
 
     def fix(node: Any) -> None:
         # the published document types raw tensor data as "bytes", which is not a JSON
@@ -64,7 +64,7 @@ def _steer(value: object, choices: list[str]) -> str:
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_generated_requests(case: schemathesis.Case, gateway: RunningGateway) -> None:
+def test_generated_requests(case: schemathesis.Case[Any], gateway: RunningGateway) -> None:
     parameters = case.path_parameters or {}
     if "model_name" in parameters:
         parameters["model_name"] = _steer(parameters["model_name"], MODELS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ PIXELS = np.random.default_rng(5).integers(0, 17, size=(3, 64)).astype(np.float3
 
 
 @pytest.fixture
-def triton_client(gateway: RunningGateway):
+def triton_client(gateway: RunningGateway) -> Iterator[triton.InferenceServerClient]:
     client = triton.InferenceServerClient(url=gateway.authority, network_timeout=30)
     yield client
     client.close()

@@ -139,7 +139,8 @@ def test_request_log_lines(two_workers: TwoWorkers) -> None:
     )
     assert line["level"] == "debug"
     for key in ("duration_ms", "queue_ms", "inference_ms"):
-        assert isinstance(line[key], float) and line[key] >= 0, key
+        value = line[key]
+        assert isinstance(value, float) and value >= 0, key
 
 
 def test_readiness_waits_for_a_replaced_worker(two_workers: TwoWorkers) -> None:
