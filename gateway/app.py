@@ -77,9 +77,13 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 )
                 stack.push_async_callback(_cancel, reporting)
             yield {
-                "service": InferenceService(registry),
+                "service": InferenceService(
+                    registry,
+                    metrics,
+                    shadows,
+                    logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
+                ),
                 "workers": group,
-                "log_requests": logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
                 "metrics": metrics,
                 "shadows": shadows,
                 "max_body_bytes": settings.max_body_bytes,

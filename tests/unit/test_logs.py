@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from gateway.batching.ticket import Ticket
-from gateway.http.inference import log_request
 from gateway.logs import JsonFormatter
+from gateway.service.request_log import log_request
 
 
 class _Queue:

@@ -1,0 +1,297 @@
+"""InferenceService and InferenceCall: one request, from admission to its record.
+
+A transport (today HTTP) reads and decodes; the call does the rest, in this order::
+
+    call = service.call(protocol, model, version, request_id)  # starts the clock
+    call.admit(headers)        # the routing choice: explicit version, weights, sticky
+                               # header, shadow; nothing of the body read yet
+    ... the transport reads the body ...
+    call.arrived()             # routed again if that version was retired meanwhile;
+                               # announced to its batcher (a slow body never holds one)
+    ... the transport decodes it (v1 with ``call.target.signature``) ...
+    answer = await call.infer(decoded_v2, gone)  # or call.predict(v1_inputs, gone):
+                               # sticky-by-input settles the version, features are looked
+                               # up by entity id, inputs checked, run in a batch
+    ... the transport encodes and sends ``answer`` ...
+    call.finish(status)        # metrics, the request log line, and the shadow run (200)
+
+Everything a caller can get wrong is a GatewayError, raised by ``admit``, ``infer``
+or ``predict``; ``finish`` is called whatever happened, once the answer is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+
+import numpy as np
+
+from gateway.batching.ticket import Ticket
+from gateway.features.lookup import FeatureLookup
+from gateway.metrics import Metrics
+from gateway.protocol.signature import check_shape
+from gateway.protocol.v2 import InferRequest
+from gateway.repository.registry import ModelRegistry, ServedModel
+from gateway.repository.version import ModelVersion
+from gateway.routing.router import mirror
+from gateway.routing.shadow import ShadowJob, ShadowScheduler
+from gateway.service.checks import check_batch, check_inputs, select_outputs
+from gateway.service.request_log import log_request
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class InferResult:
+    """An answer: the version that gave it, its outputs and (v2) which go as binary."""
+
+    version: ModelVersion
+    outputs: list[tuple[str, np.ndarray]]
+    binary: list[bool]
+
+
+class InferenceService:
+    """Admits requests (``call``) and holds what every call records to: the metrics,
+    the shadow scheduler and whether the per-request log line is on."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        shadows: ShadowScheduler,
+        log_requests: bool = False,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.shadows = shadows
+        self.log_requests = log_requests
+
+    def resolve(self, model: str, version: str | None) -> ModelVersion:
+        return self.registry.resolve(model, version)
+
+    def call(
+        self, protocol: str, model: str, version: str | None, request_id: bytes
+    ) -> InferenceCall:
+        """A request to ``model`` (``version``: the one the caller named, if any); its
+        clock starts now. Never raises: even a refused request is recorded by finish."""
+        return InferenceCall(self, protocol, model, version, request_id)
+
+
+class InferenceCall:
+    """One request: where it goes, its batcher ticket, its feature counts, the version
+    that answered and the shadow run to start after the answer."""
+
+    __slots__ = (
+        "_headers",
+        "features",
+        "features_default",
+        "features_store",
+        "key_input",
+        "mirror",
+        "model",
+        "protocol",
+        "request_id",
+        "service",
+        "shadow",
+        "started",
+        "target",
+        "ticket",
+        "version",
+    )
+
+    service: InferenceService
+    protocol: str
+    model: str
+    version: str | None  # as the caller named it
+    request_id: bytes
+    started: float
+    target: ModelVersion | None  # the routed version; once run, the one that answered
+    key_input: str | None  # sticky by this input: its value picks the version
+    shadow: ModelVersion | None  # also run the request here, after answering
+    features: FeatureLookup | None  # the model's [features], if it has them
+    # this request's rows by where their features came from (a FeatureTally)
+    features_store: int
+    features_default: int
+    ticket: Ticket | None
+    mirror: ShadowJob | None  # the shadow run to start once the answer is sent
+    _headers: Headers
+
+    def __init__(
+        self,
+        service: InferenceService,
+        protocol: str,
+        model: str,
+        version: str | None,
+        request_id: bytes,
+    ) -> None:
+        self.started = perf_counter()
+        self.service = service
+        self.protocol = protocol
+        self.model = model
+        self.version = version
+        self.request_id = request_id
+        self.target = None
+        self.key_input = None
+        self.shadow = None
+        self.features = None
+        self.features_store = 0
+        self.features_default = 0
+        self.ticket = None
+        self.mirror = None
+        self._headers = ()
+
+    def admit(self, headers: Headers = ()) -> ModelVersion:
+        """The routing choice, before the body is read: an explicit version bypasses
+        routing; otherwise the model's routing (weights, sticky key from a header or an
+        input, shadow) or its highest version decides. Returns the routed version."""
+        self._headers = headers
+        registry = self.service.registry
+        served = registry.model(self.model)
+        self.features = served.features
+        self.key_input = None
+        self.shadow = None
+        plan = served.routing if self.version is None else None
+        if plan is None:
+            target = registry.resolve_in(served, self.version)
+        else:
+            if plan.shadow_version is not None and mirror(plan):
+                self.shadow = served.versions.get(plan.shadow_version)
+            key = plan.sticky_key
+            if key is None:
+                target = registry.resolve_in(served, None)
+            elif _is_input(served, key):
+                self.key_input = key
+                target = registry.resolve_in(served, None)
+            else:
+                target = registry.resolve_in(served, None, _header(headers, key))
+        self.target = target
+        return target
+
+    def arrived(self) -> ModelVersion:
+        """The body is here: a version retired while it arrived is routed again, then the
+        request is announced to its batcher (a batch being cut may wait a little for
+        it). Returns the version whose signature decodes the body."""
+        target = self.target
+        assert target is not None, "arrived() before admit()"
+        if target.retired:
+            target = self.admit(self._headers)
+        self.ticket = target.expect()
+        return target
+
+    async def infer(self, request: InferRequest, gone: Callable[[], bool] | None) -> InferResult:
+        """Run a decoded v2 request: the version settled (sticky by input), features
+        looked up by entity id (rows still on their way wait in their batch), the inputs
+        checked, the requested outputs picked. ``gone``: whether the caller left."""
+        target = self._settle(request.inputs)
+        ready = None
+        features = self.features
+        if features is not None and features.entity_input in request.inputs:
+            ready = features.start_fill(request.inputs, request.datatypes, self)
+        signature = target.signature
+        check_inputs(signature, request.inputs, request.datatypes)
+        check_batch(target, request.inputs)
+        names, binary = select_outputs(signature, request.outputs, request.binary_output)
+        arrays = await target.run(
+            request.inputs, names, request.timeout_ms, self.ticket, gone, ready
+        )
+        outputs = list(zip(names, arrays, strict=True))
+        self._plan_shadow(target, request.inputs, outputs)
+        return InferResult(target, outputs, binary)
+
+    async def predict(
+        self, inputs: Mapping[str, np.ndarray], gone: Callable[[], bool] | None
+    ) -> InferResult:
+        """Run v1 inputs (already in the model's dtypes) and answer with every output."""
+        target = self._settle(inputs)
+        signature = target.signature
+        for spec in signature.inputs:
+            check_shape(spec, inputs[spec.name].shape)
+        check_batch(target, inputs)
+        names = signature.output_names
+        arrays = await target.run(inputs, names, ticket=self.ticket, gone=gone)
+        outputs = list(zip(names, arrays, strict=True))
+        self._plan_shadow(target, inputs, outputs)
+        return InferResult(target, outputs, [])
+
+    @property
+    def feature_defaults(self) -> int | None:
+        """For a request whose entity ids were looked up, its rows that got the
+        [features] defaults; else None."""
+        if self.features_store or self.features_default:
+            return self.features_default
+        return None
+
+    def finish(self, status: int) -> None:
+        """The answer (``status``) is sent: the ticket, if still out, is released; a
+        shadow run planned for a 200 starts; the metrics and the log line record it."""
+        ticket = self.ticket
+        if ticket is not None:
+            ticket.release()
+        service = self.service
+        if status == 200 and self.mirror is not None:
+            self.mirror.request_id = self.request_id.decode("latin-1")
+            service.shadows.try_spawn(self.mirror)
+        target = self.target
+        label = "" if target is None else target.label
+        model = self.model
+        known = model if model in service.registry.state.models else ""
+        elapsed = perf_counter() - self.started
+        service.metrics.request_done(known, label, self.protocol, status, elapsed)
+        if service.log_requests:
+            features = None
+            if self.features_store or self.features_default:
+                features = (self.features_store, self.features_default)
+            log_request(
+                self.request_id, model, label, self.protocol, status, elapsed, ticket, features
+            )
+
+    def _settle(self, inputs: Mapping[str, np.ndarray]) -> ModelVersion:
+        """The final version once the inputs are known (only sticky-by-input changes
+        it); it becomes the call's target, the version that answers."""
+        target = self.target
+        assert target is not None, "infer() before admit()"
+        if self.key_input is not None:
+            value = inputs.get(self.key_input)
+            key = None
+            if value is not None and value.size:
+                first = value.flat[0]
+                key = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+            target = self.target = self.service.registry.resolve(self.model, None, key)
+        return target
+
+    def _plan_shadow(
+        self,
+        target: ModelVersion,
+        inputs: Mapping[str, np.ndarray],
+        outputs: list[tuple[str, np.ndarray]],
+    ) -> None:
+        """Remember the shadow run for this request (``finish`` starts it)."""
+        shadow = self.shadow
+        if shadow is None or shadow is target:
+            return
+        self.mirror = ShadowJob(
+            model=self.model,
+            request_id="",
+            primary=target.label,
+            target=shadow,
+            inputs=inputs,
+            output_names=[name for name, _ in outputs],
+            primary_outputs=[array for _, array in outputs],
+        )
+
+
+def _is_input(served: ServedModel, name: str) -> bool:
+    """Whether the caller sends ``name`` in the body: a model input, or the entity ids."""
+    sample = served.default
+    if sample is not None and sample.signature.input(name) is not None:
+        return True
+    return served.features is not None and served.features.entity_input == name
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    wanted = name.encode("latin-1")
+    for key, value in headers:
+        if key == wanted:
+            return value.decode("latin-1")
+    return None
