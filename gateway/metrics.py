@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import platform
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -31,10 +31,13 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from gateway import __version__
 from gateway.tallies import Spread, Tally
 
-if TYPE_CHECKING:
-    from gateway.features.lookup import CacheSize
-
 T = TypeVar("T", Tally, Spread)
+
+
+class CacheSize(Sized, Protocol):  # a feature lookup's local cache, as its gauges read it
+    bytes: int  # charged for the entries held now (len(): how many)
+
+
 DISPATCH_REASONS = ("full", "preferred", "delay", "idle")
 FEATURE_SOURCES = ("local", "redis", "default")
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

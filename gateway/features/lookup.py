@@ -33,6 +33,7 @@ from gateway.errors import FeatureDataInvalid, FeatureStoreUnavailable, InvalidR
 from gateway.features.cache import LocalCache
 from gateway.features.fetches import FetchBatcher, Waiter
 from gateway.features.keys import KeyTemplate
+from gateway.features.section import FeaturesSection
 from gateway.features.store import FeatureStore, StoreUnavailable
 from gateway.features.vectors import (
     FeatureRow,
@@ -41,7 +42,6 @@ from gateway.features.vectors import (
     feature_matrix,
     take_overrides,
 )
-from gateway.repository.spec import FeaturesSection
 
 _SHOWN_MISSING = 10
 TTL_JITTER = 0.2  # cached rows live 80-100% of local_ttl_ms (see LocalCache)

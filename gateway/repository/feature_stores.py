@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.features.section import FeaturesSection
 from gateway.features.store import FeatureStore, MemoryStore
 from gateway.repository.layout import ModelDir
-from gateway.repository.spec import FeaturesSection
 
 log = logging.getLogger("gateway.repository")
 

@@ -16,17 +16,13 @@ from typing import Protocol
 from gateway.batching.observer import BatchObserver
 from gateway.errors import ConfigError
 from gateway.features.lookup import FeatureLookup, FeatureObserver
+from gateway.features.section import FeaturesSection
 from gateway.features.store import FeatureStore
 from gateway.protocol.signature import Signature
 from gateway.repository.feature_stores import FeatureStores, Stamp
 from gateway.repository.layout import ModelDir
 from gateway.repository.session import OnnxModel
-from gateway.repository.spec import (
-    FeaturesSection,
-    ModelConfig,
-    VersionPolicy,
-    load_model_config,
-)
+from gateway.repository.spec import ModelConfig, VersionPolicy, load_model_config
 from gateway.repository.version import ModelVersion, VersionInfo, version_summary
 from gateway.routing.plan import RoutePlan
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.errors import InvalidRequest
-from gateway.repository.spec import RoutingSection
+from gateway.routing.section import RoutingSection
 from gateway.validation import Problem, describe
 
 # RFC 9110 token: what an HTTP header name may be

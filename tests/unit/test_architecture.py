@@ -1,8 +1,20 @@
-"""Import rules and size limits that keep the layers apart (see STYLE.md)."""
+"""Import rules and size limits that keep the layers apart (see STYLE.md).
+
+Our own packages depend one way, outermost first::
+
+    __main__ -> cli -> server -> app -> http -> service
+        -> repository -> routing, features -> batching, protocol -> errors, config
+
+``ALLOWED`` says which of our packages and top-level modules each one may import.
+Every import of ``gateway.*`` counts: at the top of a module, inside a function, under
+``if TYPE_CHECKING``, relative or absolute. Any import the table does not allow fails,
+as does any cycle between packages or between modules.
+"""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator, Mapping, Set
 from pathlib import Path
 
 import pytest
@@ -10,9 +22,204 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "gateway"
 MAX_LINES = 400
 
+# imported by anyone: the version string (gateway/__init__.py), the errors every layer
+# raises, the settings, pydantic error wording and the log setup
+SHARED = frozenset({"gateway", "errors", "config", "validation", "logs"})
+
+# package or top-level module -> the packages and top-level modules of ours it may import
+ALLOWED: Mapping[str, Set[str]] = {
+    "gateway": set(),
+    "errors": set(),
+    "config": set(),
+    "validation": set(),
+    "logs": set(),
+    "tallies": set(),
+    "packages": set(),
+    "metrics": {"tallies"} | SHARED,
+    "workers": {"metrics"} | SHARED,
+    "protocol": SHARED,
+    "batching": SHARED,
+    "routing": SHARED,
+    "features": {"protocol"} | SHARED,
+    "repository": {"routing", "features", "batching", "protocol", "packages"} | SHARED,
+    "service": {"repository", "routing", "features", "batching", "protocol", "metrics"} | SHARED,
+    "http": {"service", "protocol", "metrics"} | SHARED - {"validation"},
+    "app": {
+        "http",
+        "service",
+        "repository",
+        "routing",
+        "features",
+        "batching",
+        "protocol",
+        "metrics",
+        "workers",
+        "tallies",
+        "packages",
+    }
+    | SHARED,
+    "server": {"app", "http", "protocol", "metrics", "workers"} | SHARED,
+    "cli": {"server", "repository", "features", "packages"} | SHARED,
+    "__main__": {"cli"},
+}
+
+_HTTP_REASON = (
+    "issue 13: gateway/http/ is to import only service, protocol, errors, metrics, config "
+    "and logs; the admin and metadata endpoints still read the registry, RoutePlan and "
+    "the readiness marks directly until the service answers them"
+)
+
+# (importing module, imported module) -> why it is still allowed; the goal is none
+EXCEPTIONS: Mapping[tuple[str, str], str] = {
+    ("gateway.http.admin", "gateway.repository.registry"): _HTTP_REASON,
+    ("gateway.http.admin", "gateway.routing.plan"): _HTTP_REASON,
+    ("gateway.http.handlers", "gateway.repository.registry"): _HTTP_REASON,
+    ("gateway.http.handlers", "gateway.workers"): _HTTP_REASON,
+}
+
 
 def _modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
+
+
+def _name(path: Path) -> str:
+    """gateway/http/admin.py -> gateway.http.admin; gateway/http/__init__.py -> gateway.http"""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_name(path): path for path in _modules()}
+
+
+def _unit(module: str) -> str:
+    """The package or top-level module a module belongs to: gateway.http.admin -> http,
+    gateway.app -> app, gateway (its __init__) -> gateway."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _ours(source: str, module: str, is_package: bool) -> Iterator[str]:
+    """Every module of ours that ``source`` (the text of ``module``) imports, anywhere in
+    it: relative imports resolved, ``from x import y`` is x.y when that is a module."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                for alias in node.names
+            ]
+        else:
+            continue
+        yield from (t for t in targets if t == "gateway" or t.startswith("gateway."))
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports."""
+    return {
+        name: set(_ours(path.read_text(), name, path.name == "__init__.py"))
+        for name, path in MODULES.items()
+    }
+
+
+def _cycles(graph: Mapping[str, Set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_import_parser_sees_every_kind_of_import() -> None:
+    source = (
+        "import gateway.errors\n"
+        "from . import signature\n"
+        "from ..batching.ticket import Ticket\n"
+        "if TYPE_CHECKING:\n"
+        "    from gateway.metrics import Metrics\n"
+        "def f() -> None:\n"
+        "    from gateway import __version__\n"
+        "import numpy\n"
+    )
+    found = set(_ours(source, "gateway.protocol.v2", is_package=False))
+    assert found == {
+        "gateway.errors",
+        "gateway.protocol.signature",
+        "gateway.batching.ticket",
+        "gateway.metrics",
+        "gateway",
+    }
+
+
+def test_every_package_and_module_has_a_row() -> None:
+    units = {_unit(name) for name in MODULES}
+    assert units - set(ALLOWED) == set()
+    assert set(ALLOWED) - units == set()  # a row for something gone is stale
+
+
+def test_the_table_itself_has_no_cycle() -> None:
+    assert _cycles({unit: set(targets) for unit, targets in ALLOWED.items()}) == []
+
+
+def test_packages_import_only_what_the_table_allows() -> None:
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        for target in targets
+        if _unit(target) != _unit(module)
+        and _unit(target) not in ALLOWED[_unit(module)]
+        and (module, target) not in EXCEPTIONS
+    )
+    assert offenders == []
+
+
+def test_every_exception_is_still_needed() -> None:
+    graph = _graph()
+    stale = [pair for pair in EXCEPTIONS if pair[1] not in graph.get(pair[0], set())]
+    assert stale == []
+
+
+def test_no_cycle_between_packages() -> None:
+    units: dict[str, set[str]] = {}
+    for module, targets in _graph().items():
+        units.setdefault(_unit(module), set()).update(
+            _unit(t) for t in targets if _unit(t) != _unit(module)
+        )
+    assert _cycles(units) == []
+
+
+def test_no_cycle_between_modules() -> None:
+    assert _cycles(_graph()) == []
 
 
 def _imports(path: Path) -> set[str]:

@@ -12,11 +12,12 @@ import pytest
 from gateway.errors import ConfigError, FeatureStoreUnavailable, InvalidRequest
 from gateway.features.fetches import FETCH_CHUNK
 from gateway.features.lookup import CacheSize, FeatureLookup
+from gateway.features.section import FeaturesSection
 from gateway.features.store import MemoryStore, StoreUnavailable, Values
 from gateway.features.vectors import FeatureRow, entity_ids, take_overrides
 from gateway.protocol.signature import Signature, TensorSpec
 from gateway.repository.loader import check_features
-from gateway.repository.spec import FeaturesSection, parse_model_config
+from gateway.repository.spec import parse_model_config
 
 BASE = {
     "entity_input": "user_id",
