@@ -1,4 +1,4 @@
-"""Bounded background traffic for tests that change a gateway while requests flow."""
+"""Bounded background traffic and polling for tests that change a gateway while requests flow."""
 
 from __future__ import annotations
 
@@ -49,3 +49,13 @@ class BackgroundLoad(Generic[T]):
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=self._seconds + 10)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float) -> None:
+    """Poll ``predicate`` every 50 ms until it holds; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")

@@ -19,7 +19,7 @@ import pytest
 
 from gateway.config import Settings
 from tests import onnx_models
-from tests.background_load import BackgroundLoad
+from tests.background_load import BackgroundLoad, wait_for
 from tests.conftest import RunningGateway, metric_value, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.integration
@@ -88,12 +88,7 @@ def _row(client: httpx.Client, model: str, version: str | None) -> dict[str, str
 
 
 def _wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    wait_for(predicate, timeout_s)
 
 
 def _failed_loads(client: httpx.Client, model: str, version: str) -> float:

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.config import Settings
 from tests import onnx_models
-from tests.background_load import BackgroundLoad
+from tests.background_load import BackgroundLoad, wait_for
 from tests.conftest import RunningGateway, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,7 @@ def _pair_sum(client: httpx.Client) -> tuple[int, str, float]:
 
 
 def _wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    wait_for(predicate, timeout_s)
 
 
 def _serving(gateway: RunningGateway, version: str) -> bool:
