@@ -25,11 +25,11 @@ from gateway.http.routes import ROUTES
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
 from gateway.protocol.tensors import quiet_float_casts
-from gateway.repository.feature_stores import FeatureStores, describe_source
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
 from gateway.routing.shadow import ShadowScheduler
-from gateway.service import InferenceService
+from gateway.service import InferenceService, ModelCatalog
+from gateway.service.feature_wiring import FeatureWiring, describe_source
 from gateway.workers import WorkerGroup
 
 log = logging.getLogger("gateway.features")
@@ -60,7 +60,7 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                     settings.model_repository,
                     observer=metrics,
                     drain_timeout_s=settings.drain_timeout,
-                    feature_stores=FeatureStores(shared, required=True),
+                    features=FeatureWiring(shared, required=True, observers=metrics),
                 )
             )
             await stack.enter_async_context(RepositoryWatcher(registry, settings.poll_interval))
@@ -83,9 +83,8 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                     shadows,
                     logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
                 ),
-                "workers": group,
+                "catalog": ModelCatalog(registry, None if group is None else group.all_ready),
                 "metrics": metrics,
-                "shadows": shadows,
                 "max_body_bytes": settings.max_body_bytes,
                 "read_timeout": settings.read_timeout,
                 "admin_token": (

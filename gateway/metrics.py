@@ -150,19 +150,19 @@ class Metrics:
         pair = ["model", "primary", "shadow"]
         self.shadow_requests = Counter(
             "gateway_shadow_requests",
-            "Mirrored requests that ran on a shadow version, by model, primary and shadow",
+            "Requests copied to a shadow version and run there, by model, primary and shadow",
             pair,
             registry=self.registry,
         )
         self.shadow_errors = Counter(
             "gateway_shadow_errors",
-            "Mirrored requests that failed on the shadow version (or gave incomparable outputs)",
+            "Shadow runs that failed on the shadow version (or gave incomparable outputs)",
             pair,
             registry=self.registry,
         )
         self.shadow_disagreements = Counter(
             "gateway_shadow_disagreements",
-            "Mirrored requests where the argmax of the first output differs in some row",
+            "Shadow runs where the argmax of the first output differs in some row",
             pair,
             registry=self.registry,
         )
@@ -175,7 +175,7 @@ class Metrics:
         )
         self.shadow_drops = Counter(
             "gateway_shadow_dropped",
-            "Requests not mirrored because too many shadow runs were in flight",
+            "Requests not copied to the shadow version because too many shadow runs were in flight",
             pair,
             registry=self.registry,
         )

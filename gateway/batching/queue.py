@@ -14,10 +14,9 @@ How a batch is cut (``_cut``), when an instance is free:
 3. ``preferred``: the rows are one of ``preferred_batch_sizes``, or a prefix of the
    taken requests adds up to the largest preferred size below them (the rest goes
    back to the head of the queue).
-4. Waiting pays only when more requests are known to be on their way (announced
-   with ``expect()``; the HTTP layer announces once a body has arrived, so a slow
-   body never holds a batch): at most until the oldest request has waited
-   ``max_delay_s`` (then: ``delay``), even if the timer fires a little early.
+4. Waiting pays only when more requests are known to be on their way (``expect()``,
+   once a body has arrived: a slow body never holds a batch): at most until the
+   oldest has waited ``max_delay_s`` (then: ``delay``), even if the timer fires early.
 5. ``idle``: nothing else is on its way, so the batch runs now: a lone request on an
    idle model never waits; under load, arrivals during a run form the next batch.
 
@@ -42,16 +41,16 @@ from gateway.batching.line import WaitingLine
 from gateway.batching.observer import BatchObserver, NullObserver
 from gateway.batching.policy import BatchPolicy
 from gateway.batching.request import (
+    PendingInputs,
     QueuedRequest,
-    Ready,
     State,
     fail_all,
-    finish_ready,
+    finish_pending,
     hand_back,
     hung_up,
     record_run,
+    still_pending,
     total_rows,
-    unready,
 )
 from gateway.batching.ticket import Ticket
 from gateway.errors import DeadlineExceeded, ModelNotReady, QueueFull
@@ -118,12 +117,12 @@ class BatchQueue:
         timeout_s: float | None = None,
         ticket: Ticket | None = None,
         gone: Callable[[], bool] | None = None,
-        ready: Ready | None = None,
+        pending: PendingInputs | None = None,
     ) -> list[np.ndarray]:
         """Queue one request and wait for its output rows (in the order of ``outputs``).
 
         ``gone`` tells whether the caller has hung up; such a request is dropped (with
-        ClientGone) when its batch is about to run. ``ready``: inputs still being
+        ClientGone) when its batch is about to run. ``pending``: inputs still being
         completed; the request's batch waits for them (with its instance) before it runs.
         """
         if self.closing:
@@ -141,15 +140,16 @@ class BatchQueue:
         rows, key = batch_key(inputs, names, policy.batching)
         if ticket is not None:
             ticket.redeem()
-        if ready is not None and ready.future.done():
-            ready.finish()  # complete already: an ordinary request from here on
-            ready = None
-        if self._free and not self._line.count and not self._expected and ready is None:
+        if pending is not None and pending.future.done():
+            pending.finish()  # complete already: an ordinary request from here on
+            pending = None
+        if self._free and not self._line.count and not self._expected and pending is None:
             # an idle instance and nothing to wait for: this request is the batch, run
             # straight from here (no queue entry, no extra turn of the event loop)
             return await self._run_alone(inputs, names, rows, ticket)
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        request = QueuedRequest(inputs, names, rows, key, future, clock.now(), gone, ready, ticket)
+        now = clock.now()
+        request = QueuedRequest(inputs, names, rows, key, future, now, gone, pending, ticket)
         timeout = timeout_s if timeout_s is not None else policy.default_timeout_s
         if timeout:
             request.timer = clock.call_at(
@@ -310,12 +310,12 @@ class BatchQueue:
             if request.ticket is not None:
                 request.ticket.queued_s = waited
         self._observer.dispatched(total_rows(live), reason)
-        waiting = unready(live)
+        waiting = still_pending(live)
         started = [now]  # when the model run starts: after the wait for inputs, if any
         if waiting:
-            run = asyncio.ensure_future(self._run_when_ready(instance, live, waiting, started))
+            run = asyncio.ensure_future(self._run_when_complete(instance, live, waiting, started))
         else:
-            finish_ready(live)
+            finish_pending(live)
             run = asyncio.ensure_future(self._run_now(instance, live))
         self._runs.add(run)
         run.add_done_callback(partial(self._finished, instance, live, started))
@@ -325,7 +325,7 @@ class BatchQueue:
             return asyncio.sleep(0, [])
         return self._run_batch(instance, stack([r.inputs for r in batch]), batch[0].outputs)
 
-    async def _run_when_ready(
+    async def _run_when_complete(
         self,
         instance: int,
         batch: list[QueuedRequest],
@@ -336,7 +336,7 @@ class BatchQueue:
         await asyncio.wait(waiting)
         assert self._clock is not None
         started[0] = self._clock.now()
-        finish_ready(batch)
+        finish_pending(batch)
         return await self._run_now(instance, batch)
 
     def _finished(

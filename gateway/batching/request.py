@@ -15,7 +15,7 @@ from gateway.batching.ticket import Ticket
 from gateway.errors import ClientGone
 
 
-class Ready(Protocol):
+class PendingInputs(Protocol):
     """Inputs still being completed (features being fetched, say): the request may run
     once ``future`` is done and ``finish()`` has completed its inputs in place.
     ``finish`` raises what the caller is to get instead, if the inputs cannot be
@@ -44,7 +44,7 @@ class QueuedRequest:
         "timer",
         "state",
         "gone",
-        "ready",
+        "pending",
         "ticket",
     )
 
@@ -57,11 +57,11 @@ class QueuedRequest:
         future: asyncio.Future[list[np.ndarray]],
         queued_at: float,
         gone: Callable[[], bool] | None,
-        ready: Ready | None = None,
+        pending: PendingInputs | None = None,
         ticket: Ticket | None = None,
     ) -> None:
         self.gone = gone
-        self.ready = ready
+        self.pending = pending
         self.ticket = ticket
         self.inputs = inputs
         self.outputs = outputs
@@ -110,21 +110,23 @@ def fail_all(batch: list[QueuedRequest], exc: BaseException) -> None:
             request.future.set_exception(exc)
 
 
-def unready(batch: list[QueuedRequest]) -> list[asyncio.Future[None]]:
+def still_pending(batch: list[QueuedRequest]) -> list[asyncio.Future[None]]:
     """What the batch must wait for before it can run."""
-    return [r.ready.future for r in batch if r.ready is not None and not r.ready.future.done()]
+    return [
+        r.pending.future for r in batch if r.pending is not None and not r.pending.future.done()
+    ]
 
 
-def finish_ready(batch: list[QueuedRequest]) -> None:
+def finish_pending(batch: list[QueuedRequest]) -> None:
     """Complete the inputs of the batch's requests; one that cannot be completed gets its
     error and leaves the batch (in place)."""
-    if all(r.ready is None for r in batch):
+    if all(r.pending is None for r in batch):
         return
     kept: list[QueuedRequest] = []
     for request in batch:
-        if request.ready is not None:
+        if request.pending is not None:
             try:
-                request.ready.finish()
+                request.pending.finish()
             except Exception as exc:
                 if not request.future.done():
                     request.future.set_exception(exc)

@@ -19,8 +19,7 @@ from starlette.responses import Response
 
 from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
 from gateway.http.responses import error_response, json_response
-from gateway.repository.registry import ModelRegistry
-from gateway.routing.plan import RoutePlan
+from gateway.service import ModelCatalog
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -105,9 +104,9 @@ async def read_admin_json(request: Request) -> Any:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.state.service.registry
-    return registry
+def _catalog(request: Request) -> ModelCatalog:
+    catalog: ModelCatalog = request.state.catalog
+    return catalog
 
 
 @guarded
@@ -120,52 +119,37 @@ async def repository_index(request: Request) -> Response:
                 f'body must be empty or {{"ready": true|false}}, got {_brief(options)}'
             )
         ready_only = options.get("ready", False)
-    rows = _registry(request).index()
-    if ready_only:
-        rows = [row for row in rows if row["state"] == "READY"]
-    return json_response(rows)
+    return json_response(_catalog(request).index(ready_only))
 
 
 @guarded
 async def load_model(request: Request) -> Response:
-    name = request.path_params["model"]
     _options(await read_admin_json(request))
-    served = await _registry(request).load_model(name)
-    if not served.ready:
-        problems = served.error or "; ".join(
-            f"version {v}: {why}" for v, why in sorted(served.failures.items())
-        )
-        raise InvalidRequest(f"model '{name}' has no version that loads: {problems}")
-    return json_response({"name": name, "versions": served.labels})
+    return json_response(await _catalog(request).load(request.path_params["model"]))
 
 
 @guarded
 async def unload_model(request: Request) -> Response:
-    name = request.path_params["model"]
     _options(await read_admin_json(request))
-    await _registry(request).unload_model(name)
-    return json_response({"name": name, "unloaded": True})
+    return json_response(await _catalog(request).unload(request.path_params["model"]))
 
 
 @guarded
 async def get_routing(request: Request) -> Response:
-    served = _registry(request).model(request.path_params["model"])
-    plan = served.routing or RoutePlan()
-    return json_response({"model": served.name, **plan.to_json()})
+    return json_response(_catalog(request).routing(request.path_params["model"]))
 
 
 @guarded
 async def put_routing(request: Request) -> Response:
     name = request.path_params["model"]
-    _registry(request).model(name)  # 404 before looking at the body
+    catalog = _catalog(request)
+    catalog.require(name)  # 404 before reading the body
     document = await read_admin_json(request)
     if document is NO_BODY:
         raise InvalidRequest(
             'PUT routing needs a JSON body like {"weights": {"1": 90, "2": 10}}, got an empty body'
         )
-    served = await _registry(request).set_routing(name, RoutePlan.from_json(document))
-    plan = served.routing or RoutePlan()
-    return json_response({"model": name, **plan.to_json()})
+    return json_response(await catalog.set_routing(name, document))
 
 
 def _options(document: Any) -> None:

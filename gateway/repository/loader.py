@@ -7,20 +7,18 @@ rule throughout: nothing that fails to load replaces something that serves.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Protocol
 
 from gateway.batching.observer import BatchObserver
 from gateway.errors import ConfigError
-from gateway.features.lookup import FeatureLookup, FeatureObserver
+from gateway.features.lookup import FeatureLookup
 from gateway.features.section import FeaturesSection
-from gateway.features.store import FeatureStore
 from gateway.protocol.signature import Signature
-from gateway.repository.feature_stores import FeatureStores, Stamp
 from gateway.repository.layout import ModelDir
+from gateway.repository.served import ServedModel
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig, VersionPolicy, load_model_config
 from gateway.repository.version import ModelVersion, VersionInfo, version_summary
@@ -32,56 +30,27 @@ log = logging.getLogger("gateway.repository")
 class RegistryObserver(Protocol):
     def model_loaded(self, model: str, version: int | None, outcome: str) -> None: ...
     def batch_observer(self, model: str, version: int) -> BatchObserver: ...
-    def feature_observer(self, model: str) -> FeatureObserver: ...
     def serving(self, versions: Iterable[tuple[str, int, str]]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ServedModel:
-    """One model as it stands: its ready versions and why others are not.
+class FeatureWiring(Protocol):
+    """Gives a model with [features] its lookup: the repository keeps the lookup with the
+    model but does not build it (see gateway.service.feature_wiring)."""
 
-    ``failures`` may name a version that still serves: its new file failed to load
-    and the previous one carries on.
-    """
-
-    name: str
-    config: ModelConfig | None
-    versions: Mapping[int, ModelVersion] = field(default_factory=dict)
-    failures: Mapping[int, str] = field(default_factory=dict)
-    error: str | None = None  # a problem with the model as a whole (e.g. bad model.toml)
-    stamp: object = None  # the on-disk stamp this state was built from
-    version_stamps: Mapping[int, object] = field(default_factory=dict)
-    unloaded: bool = False  # taken out of service through the repository API
-    routing: RoutePlan | None = None  # None: the highest version takes every request
-    features: FeatureLookup | None = None  # [features]: the caller may send entity ids
-    present: tuple[int, ...] = ()  # the version directories on disk when this was built
-
-    def __post_init__(self) -> None:
-        # read on every request: worked out once
-        highest = self.versions[max(self.versions)] if self.versions else None
-        object.__setattr__(self, "default", highest)
-
-    # without routing, traffic goes to the highest ready version
-    default: ModelVersion | None = field(init=False, default=None, compare=False)
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.versions)
-
-    @property
-    def labels(self) -> list[str]:
-        """The loaded versions, in order, as answers list them (``["1", "2"]``)."""
-        return [str(number) for number in sorted(self.versions)]
+    def prepare(
+        self, entry: ModelDir, section: FeaturesSection, previous: FeatureLookup | None
+    ) -> Callable[[], FeatureLookup]:
+        """Raises ConfigError when the model cannot have a lookup; the callable gives it
+        once the model's new state applies."""
+        ...
 
 
 class ModelLoader:
     def __init__(
-        self, observer: RegistryObserver | None, feature_stores: FeatureStores | None = None
+        self, observer: RegistryObserver | None, features: FeatureWiring | None = None
     ) -> None:
         self._observer = observer
-        self._feature_stores = feature_stores or FeatureStores()
-        # per model: the stamp of the features file its lookup was built from
-        self._feature_stamps: dict[str, Stamp] = {}
+        self._features = features
 
     def build(
         self, entry: ModelDir, previous: ServedModel | None
@@ -96,7 +65,7 @@ class ModelLoader:
         present = tuple(entry.numbers)
         try:
             config = self._config(entry)
-            features = self._feature_source(entry, config.features, previous)
+            features = self._prepare_features(entry, config.features, previous)
         except ConfigError as exc:
             return self._refuse(entry, previous, str(exc), stamp, present, {})
         build = _Build(entry, config, previous)
@@ -149,7 +118,7 @@ class ModelLoader:
             stamp,
             MappingProxyType(build.stamps),
             routing=routing if routing.active else None,
-            features=self._features(entry, config.features, features),
+            features=None if features is None else features(),
             present=present,
         )
         kept = {id(v) for v in build.versions.values()}
@@ -283,38 +252,19 @@ class ModelLoader:
         observer = self._observer.batch_observer(entry.name, number) if self._observer else None
         return ModelVersion(info, config, model, observer)
 
-    def _feature_source(
+    def _prepare_features(
         self, entry: ModelDir, section: FeaturesSection | None, previous: ServedModel | None
-    ) -> tuple[FeatureLookup | None, FeatureStore | None, Stamp]:
-        """The previous lookup if it can be kept (with its warm cache: [features] and the
-        model's own features file, if it reads one, are unchanged), else the store a new
-        one reads and that file's stamp. Raises ConfigError when the model has [features]
-        and no store (see FeatureStores)."""
+    ) -> Callable[[], FeatureLookup] | None:
+        """For a model with [features]: what gives its lookup (raises ConfigError when it
+        cannot have one)."""
         if section is None:
-            return None, None, None
-        stamp = self._feature_stores.stamp(entry, section)
-        if (
-            previous is not None
-            and previous.features is not None
-            and previous.features.config == section
-            and self._feature_stamps.get(entry.name) == stamp
-        ):
-            return previous.features, None, stamp
-        return None, self._feature_stores.for_model(entry, section), stamp
-
-    def _features(
-        self,
-        entry: ModelDir,
-        section: FeaturesSection | None,
-        source: tuple[FeatureLookup | None, FeatureStore | None, Stamp],
-    ) -> FeatureLookup | None:
-        """The model's feature lookup: the one kept, or a new one on ``source``'s store."""
-        kept, store, stamp = source
-        if section is None or store is None:
-            return kept
-        self._feature_stamps[entry.name] = stamp
-        observer = self._observer.feature_observer(entry.name) if self._observer else None
-        return FeatureLookup(entry.name, section, store, time.monotonic, observer)
+            return None
+        if self._features is None:
+            raise ConfigError(
+                f"model '{entry.name}' has [features], and features are not wired into "
+                "this repository (ModelRegistry(features=...))"
+            )
+        return self._features.prepare(entry, section, previous.features if previous else None)
 
     def _observe(self, model: str, version: int | None, outcome: str) -> None:
         if self._observer is not None:

@@ -18,13 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from gateway.errors import InvalidRequest, ModelNotFound, ModelNotReady
-from gateway.repository.feature_stores import FeatureStores
+from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.repository.layout import ModelDir, RepositoryScan, is_valid_model_name, scan_repository
-from gateway.repository.loader import ModelLoader, RegistryObserver, ServedModel
+from gateway.repository.loader import FeatureWiring, ModelLoader, RegistryObserver
+from gateway.repository.served import ServedModel, parse_version
 from gateway.repository.version import ModelVersion, version_summary
 from gateway.routing.plan import RoutePlan
-from gateway.routing.router import choose
 
 log = logging.getLogger("gateway.repository")
 
@@ -56,20 +55,22 @@ _EMPTY = RepositoryState(models=MappingProxyType({}), loaded=False)
 
 
 class ModelRegistry:
-    """Loads the repository, keeps it in step with the disk, and answers "which version
-    serves this request"."""
+    """Loads the repository, keeps it in step with the disk, and looks models up (which
+    of their versions takes a request is routing.router's choice)."""
 
     def __init__(
         self,
         root: Path,
         observer: RegistryObserver | None = None,
         drain_timeout_s: float = 30.0,
-        feature_stores: FeatureStores | None = None,
+        features: FeatureWiring | None = None,
     ) -> None:
+        """``features``: what gives models with [features] their lookups (without it,
+        such a model does not load)."""
         self.root = root
         self.state: RepositoryState = _EMPTY
         self._observer = observer
-        self._loader = ModelLoader(observer, feature_stores)
+        self._loader = ModelLoader(observer, features)
         self._drain_timeout_s = drain_timeout_s
         # loading is slow and runs off the event loop, one model at a time
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
@@ -180,10 +181,7 @@ class ModelRegistry:
         """Apply routing at run time, atomically, if every version it names is loaded."""
         async with self._changing:
             served = self.model(name)
-            inputs = set(served.default.signature.input_names) if served.default else set()
-            if served.features is not None:
-                inputs.add(served.features.entity_input)
-            checked, problems = plan.validate(served.versions, inputs)
+            checked, problems = plan.validate(served.versions, served.caller_inputs)
             if problems:
                 raise InvalidRequest(
                     f"routing for model '{name}' not applied: {'; '.join(problems)} "
@@ -251,39 +249,11 @@ class ModelRegistry:
 
     # -- answering requests ----------------------------------------------------------
 
-    def resolve(self, model: str, version: str | None, sticky: str | None = None) -> ModelVersion:
-        """The version that serves a request: the one named, else the routing's choice
-        (by ``sticky`` key, if any), else the highest loaded one."""
-        return self.resolve_in(self.model(model), version, sticky)
-
-    def resolve_in(
-        self, served: ServedModel, version: str | None, sticky: str | None = None
-    ) -> ModelVersion:
-        """``resolve`` for a model already looked up."""
-        model = served.name
-        if version is None:
-            plan = served.routing
-            if plan is not None:
-                number = choose(plan, sticky)
-                if number is None:  # a shadow but no weights: the highest other version
-                    number = max(
-                        (v for v in served.versions if v != plan.shadow_version), default=None
-                    )
-                if number is not None and number in served.versions:
-                    return served.versions[number]
-            chosen = served.default
-            if chosen is None:
-                raise ModelNotReady(
-                    served.error
-                    if served.unloaded and served.error
-                    else f"model '{model}' has no loaded version: {_why(served)}"
-                )
-            return chosen
-        number = _parse_version(model, version)
-        ready = served.versions.get(number)
-        if ready is not None:
-            return ready
-        raise _not_serving(served, number)
+    def resolve(self, model: str, version: str | None) -> ModelVersion:
+        """The version named (``version``: its path segment), else the model's default;
+        404 or 503 saying why not. Routing is not applied (see routing.router.route)."""
+        served = self.model(model)
+        return served.version(None if version is None else parse_version(model, version))
 
     def model(self, name: str) -> ServedModel:
         served = self.state.models.get(name)
@@ -327,48 +297,8 @@ def _invalid_name(name: str) -> str:
     )
 
 
-def _parse_version(model: str, version: str) -> int:
-    """A version path segment: 1-18 ASCII digits, no leading zero (else 404, SPEC 10)."""
-    if len(version) <= 18 and version.isascii() and version.isdigit() and version[0] != "0":
-        return int(version)
-    raise ModelNotFound(
-        f"model '{model}' has no version '{version[:40]}'; versions are positive integers "
-        "of at most 18 digits"
-    )
-
-
 def _unloaded(name: str) -> str:
     return (
         f"model '{name}' is unloaded (through POST /v2/repository/models/{name}/unload); "
         f"load it with POST /v2/repository/models/{name}/load"
     )
-
-
-def _not_serving(served: ServedModel, number: int) -> ModelNotFound | ModelNotReady:
-    """Why an explicit version does not serve: 503 for one that is in the repository
-    but not ready (failed, or its model is unloaded or broken), 404 for one that is not."""
-    model = served.name
-    if number in served.failures:
-        return ModelNotReady(
-            f"version {number} of model '{model}' is not ready: {served.failures[number]}"
-        )
-    if number in served.present and not served.versions:
-        return ModelNotReady(f"version {number} of model '{model}' is not ready: {_why(served)}")
-    loaded = version_summary(served.versions)
-    if number in served.present:
-        return ModelNotFound(
-            f"model '{model}' has no version {number} loaded: its [model] versions policy "
-            f"does not select it (loaded versions: {loaded}); name it in [model] versions "
-            "in model.toml to serve it"
-        )
-    return ModelNotFound(
-        f"model '{model}' has no version {number}; loaded versions: {loaded} "
-        f"(versions in the repository: {version_summary(served.present)})"
-    )
-
-
-def _why(served: ServedModel) -> str:
-    if served.error:
-        return served.error
-    reasons = [f"version {v}: {why}" for v, why in sorted(served.failures.items())]
-    return "; ".join(reasons) or "no version matches its [model] versions policy"

@@ -53,12 +53,12 @@ def _serve(queue: SimpleQueue[_Job | None]) -> None:
         except BaseException as exc:  # handed to the awaiting request, not raised here
             outcome = (None, exc)
         try:
-            loop.call_soon_threadsafe(_settle, future, *outcome)
+            loop.call_soon_threadsafe(_complete, future, *outcome)
         except RuntimeError:  # the loop has closed: nobody is waiting any more
             pass
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def _complete(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.cancelled():
         return
     if error is not None:

@@ -13,7 +13,7 @@ import numpy as np
 from gateway.batching.observer import BatchObserver
 from gateway.batching.policy import BatchPolicy
 from gateway.batching.queue import BatchQueue
-from gateway.batching.request import Ready
+from gateway.batching.request import PendingInputs
 from gateway.batching.ticket import Ticket
 from gateway.errors import ModelNotReady
 from gateway.protocol.signature import Signature
@@ -129,10 +129,10 @@ class ModelVersion:
         timeout_ms: float | None = None,
         ticket: Ticket | None = None,
         gone: Callable[[], bool] | None = None,
-        ready: Ready | None = None,
+        pending: PendingInputs | None = None,
     ) -> list[np.ndarray]:
         timeout_s = timeout_ms / 1000 if timeout_ms else None
-        return await self.batcher.submit(inputs, output_names, timeout_s, ticket, gone, ready)
+        return await self.batcher.submit(inputs, output_names, timeout_s, ticket, gone, pending)
 
     def _run_batch(
         self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]

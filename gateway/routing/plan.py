@@ -31,7 +31,7 @@ class RoutePlan:
     largest is 1.0 (the sum is then finite whatever the declared weights were).
     ``declared``: the weights as they were given, zeros included (what GET shows).
     ``sticky_key``: a header (lower case) or input whose value pins a caller to a
-    version. ``shadow_version`` receives a mirrored ``shadow_fraction`` of the
+    version. ``shadow_version`` receives a copy of a ``shadow_fraction`` of the
     requests whose answers nobody sees."""
 
     weights: tuple[tuple[int, float], ...] = ()

@@ -1,4 +1,4 @@
-"""ShadowScheduler: mirrored requests, run after the caller has its answer.
+"""ShadowScheduler: copies of requests, run on the shadow version after the caller has its answer.
 
 It owns every shadow task: at most ``max_in_flight`` run at once, and a request
 that would exceed that is dropped and counted (never queued without bound, never
@@ -25,7 +25,7 @@ _LOGGED_VALUES = 64  # per output, so a log line stays small
 
 
 class ShadowTarget(Protocol):
-    """The shadow version, as far as mirroring needs it."""
+    """The shadow version, as far as a shadow run needs it."""
 
     label: str
 
@@ -71,7 +71,7 @@ class ShadowScheduler:
         return len(self._tasks)
 
     def try_spawn(self, job: ShadowJob) -> bool:
-        """Start the mirrored run, or drop it (and count it) when too many are running."""
+        """Start the shadow run, or drop it (and count it) when too many are running."""
         if len(self._tasks) >= self._max_in_flight:
             self._observer.shadow_dropped(job.model, job.primary, job.target.label)
             return False

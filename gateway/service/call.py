@@ -10,7 +10,7 @@ A transport (today HTTP) reads and decodes; the call does the rest, in this orde
                                # announced to its batcher (a slow body never holds one)
     ... the transport decodes it (v1 with ``call.target.signature``) ...
     answer = await call.infer(decoded_v2, gone)  # or call.predict(v1_inputs, gone):
-                               # sticky-by-input settles the version, features are looked
+                               # a sticky key in the body picks the version, features are looked
                                # up by entity id, inputs checked, run in a batch
     ... the transport encodes and sends ``answer`` ...
     call.finish(status)        # metrics, the request log line, and the shadow run (200)
@@ -32,9 +32,10 @@ from gateway.features.lookup import FeatureLookup
 from gateway.metrics import Metrics
 from gateway.protocol.signature import check_shape
 from gateway.protocol.v2 import InferRequest
-from gateway.repository.registry import ModelRegistry, ServedModel
+from gateway.repository.registry import ModelRegistry
+from gateway.repository.served import ServedModel, parse_version
 from gateway.repository.version import ModelVersion
-from gateway.routing.router import mirror
+from gateway.routing.router import by_input, route
 from gateway.routing.shadow import ShadowJob, ShadowScheduler
 from gateway.service.checks import check_batch, check_inputs, select_outputs
 from gateway.service.request_log import log_request
@@ -67,9 +68,6 @@ class InferenceService:
         self.shadows = shadows
         self.log_requests = log_requests
 
-    def resolve(self, model: str, version: str | None) -> ModelVersion:
-        return self.registry.resolve(model, version)
-
     def call(
         self, protocol: str, model: str, version: str | None, request_id: bytes
     ) -> InferenceCall:
@@ -88,10 +86,11 @@ class InferenceCall:
         "features_default",
         "features_store",
         "key_input",
-        "mirror",
+        "shadow_job",
         "model",
         "protocol",
         "request_id",
+        "served",
         "service",
         "shadow",
         "started",
@@ -106,6 +105,7 @@ class InferenceCall:
     version: str | None  # as the caller named it
     request_id: bytes
     started: float
+    served: ServedModel | None  # the model as it stood when admitted
     target: ModelVersion | None  # the routed version; once run, the one that answered
     key_input: str | None  # sticky by this input: its value picks the version
     shadow: ModelVersion | None  # also run the request here, after answering
@@ -114,7 +114,7 @@ class InferenceCall:
     features_store: int
     features_default: int
     ticket: Ticket | None
-    mirror: ShadowJob | None  # the shadow run to start once the answer is sent
+    shadow_job: ShadowJob | None  # the shadow run to start once the answer is sent
     _headers: Headers
 
     def __init__(
@@ -131,6 +131,7 @@ class InferenceCall:
         self.model = model
         self.version = version
         self.request_id = request_id
+        self.served = None
         self.target = None
         self.key_input = None
         self.shadow = None
@@ -138,34 +139,26 @@ class InferenceCall:
         self.features_store = 0
         self.features_default = 0
         self.ticket = None
-        self.mirror = None
+        self.shadow_job = None
         self._headers = ()
 
     def admit(self, headers: Headers = ()) -> ModelVersion:
-        """The routing choice, before the body is read: an explicit version bypasses
-        routing; otherwise the model's routing (weights, sticky key from a header or an
-        input, shadow) or its highest version decides. Returns the routed version."""
+        """The routing choice, before the body is read, in one router call: a version
+        the caller named bypasses routing; otherwise the model's routing (weights, a
+        sticky key from a header or an input, a shadow) or its highest version decides.
+        Returns the routed version."""
         self._headers = headers
-        registry = self.service.registry
-        served = registry.model(self.model)
+        served = self.service.registry.model(self.model)
+        named = None if self.version is None else parse_version(self.model, self.version)
+        decision = route(
+            served.routing, named, served.versions, _header_reader(headers), served.caller_inputs
+        )
+        self.served = served
         self.features = served.features
-        self.key_input = None
-        self.shadow = None
-        plan = served.routing if self.version is None else None
-        if plan is None:
-            target = registry.resolve_in(served, self.version)
-        else:
-            if plan.shadow_version is not None and mirror(plan):
-                self.shadow = served.versions.get(plan.shadow_version)
-            key = plan.sticky_key
-            if key is None:
-                target = registry.resolve_in(served, None)
-            elif _is_input(served, key):
-                self.key_input = key
-                target = registry.resolve_in(served, None)
-            else:
-                target = registry.resolve_in(served, None, _header(headers, key))
-        self.target = target
+        self.key_input = decision.key_input
+        shadow = decision.shadow
+        self.shadow = None if shadow is None else served.versions.get(shadow)
+        target = self.target = served.version(decision.version)
         return target
 
     def arrived(self) -> ModelVersion:
@@ -180,20 +173,21 @@ class InferenceCall:
         return target
 
     async def infer(self, request: InferRequest, gone: Callable[[], bool] | None) -> InferResult:
-        """Run a decoded v2 request: the version settled (sticky by input), features
-        looked up by entity id (rows still on their way wait in their batch), the inputs
-        checked, the requested outputs picked. ``gone``: whether the caller left."""
-        target = self._settle(request.inputs)
-        ready = None
+        """Run a decoded v2 request: the version picked again if the sticky key is an
+        input, features looked up by entity id (rows still on their way wait in their
+        batch), the inputs checked, the requested outputs picked. ``gone``: whether the
+        caller left."""
+        target = self._by_input(request.inputs)
+        pending = None
         features = self.features
         if features is not None and features.entity_input in request.inputs:
-            ready = features.start_fill(request.inputs, request.datatypes, self)
+            pending = features.start_fill(request.inputs, request.datatypes, self)
         signature = target.signature
         check_inputs(signature, request.inputs, request.datatypes)
         check_batch(target, request.inputs)
         names, binary = select_outputs(signature, request.outputs, request.binary_output)
         arrays = await target.run(
-            request.inputs, names, request.timeout_ms, self.ticket, gone, ready
+            request.inputs, names, request.timeout_ms, self.ticket, gone, pending
         )
         outputs = list(zip(names, arrays, strict=True))
         self._plan_shadow(target, request.inputs, outputs)
@@ -203,7 +197,7 @@ class InferenceCall:
         self, inputs: Mapping[str, np.ndarray], gone: Callable[[], bool] | None
     ) -> InferResult:
         """Run v1 inputs (already in the model's dtypes) and answer with every output."""
-        target = self._settle(inputs)
+        target = self._by_input(inputs)
         signature = target.signature
         for spec in signature.inputs:
             check_shape(spec, inputs[spec.name].shape)
@@ -229,9 +223,9 @@ class InferenceCall:
         if ticket is not None:
             ticket.release()
         service = self.service
-        if status == 200 and self.mirror is not None:
-            self.mirror.request_id = self.request_id.decode("latin-1")
-            service.shadows.try_spawn(self.mirror)
+        if status == 200 and self.shadow_job is not None:
+            self.shadow_job.request_id = self.request_id.decode("latin-1")
+            service.shadows.try_spawn(self.shadow_job)
         target = self.target
         label = "" if target is None else target.label
         model = self.model
@@ -246,9 +240,9 @@ class InferenceCall:
                 self.request_id, model, label, self.protocol, status, elapsed, ticket, features
             )
 
-    def _settle(self, inputs: Mapping[str, np.ndarray]) -> ModelVersion:
-        """The final version once the inputs are known (only sticky-by-input changes
-        it); it becomes the call's target, the version that answers."""
+    def _by_input(self, inputs: Mapping[str, np.ndarray]) -> ModelVersion:
+        """The version that answers, once the inputs are known: only a sticky key that
+        is an input changes the one ``admit`` chose. It becomes the call's target."""
         target = self.target
         assert target is not None, "infer() before admit()"
         if self.key_input is not None:
@@ -257,7 +251,9 @@ class InferenceCall:
             if value is not None and value.size:
                 first = value.flat[0]
                 key = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
-            target = self.target = self.service.registry.resolve(self.model, None, key)
+            served = self.served
+            assert served is not None
+            target = self.target = served.version(by_input(served.routing, served.versions, key))
         return target
 
     def _plan_shadow(
@@ -270,7 +266,7 @@ class InferenceCall:
         shadow = self.shadow
         if shadow is None or shadow is target:
             return
-        self.mirror = ShadowJob(
+        self.shadow_job = ShadowJob(
             model=self.model,
             request_id="",
             primary=target.label,
@@ -281,17 +277,12 @@ class InferenceCall:
         )
 
 
-def _is_input(served: ServedModel, name: str) -> bool:
-    """Whether the caller sends ``name`` in the body: a model input, or the entity ids."""
-    sample = served.default
-    if sample is not None and sample.signature.input(name) is not None:
-        return True
-    return served.features is not None and served.features.entity_input == name
+def _header_reader(headers: Headers) -> Callable[[str], str | None]:
+    def header(name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
 
-
-def _header(headers: Headers, name: str) -> str | None:
-    wanted = name.encode("latin-1")
-    for key, value in headers:
-        if key == wanted:
-            return value.decode("latin-1")
-    return None
+    return header

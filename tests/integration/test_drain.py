@@ -150,10 +150,10 @@ def test_sigterm_under_load_fails_no_accepted_request(workers: int, tmp_path: Pa
     # queued and running requests were finished after the signal, not dropped
     assert answered_after_signal >= 1
     # the shadow log was flushed: whole lines, for answered digits requests only
-    mirrored = [orjson.loads(line) for line in shadow_log.read_bytes().splitlines()]
+    shadowed = [orjson.loads(line) for line in shadow_log.read_bytes().splitlines()]
     digits = {rid for rid in outcomes.answered if int(rid[1:].split("-")[0]) % 2}
-    assert mirrored
-    assert {entry["request_id"] for entry in mirrored} <= digits
-    assert all(entry["shadow_version"] == "2" for entry in mirrored)
+    assert shadowed
+    assert {entry["request_id"] for entry in shadowed} <= digits
+    assert all(entry["shadow_version"] == "2" for entry in shadowed)
     if workers > 1:  # the workers' shared directory is gone with them
         assert not list(tmp_path.glob("gateway-workers-*"))

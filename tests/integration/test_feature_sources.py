@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from gateway.config import Settings
-from gateway.repository.feature_stores import FeatureStores, describe_source
 from gateway.repository.registry import ModelRegistry, ServedModel
+from gateway.service.feature_wiring import FeatureWiring, describe_source
 from tests import onnx_models
 from tests.conftest import EXAMPLES
 from tests.gateway_process import serving
@@ -41,9 +41,9 @@ def plain_model(root: Path) -> None:
     onnx_models.write_model(root, "plain", 1, onnx_models.scaled_sum(1.0))
 
 
-def load(root: Path, stores: FeatureStores) -> dict[str, ServedModel]:
+def load(root: Path, stores: FeatureWiring) -> dict[str, ServedModel]:
     async def go() -> dict[str, ServedModel]:
-        registry = ModelRegistry(root, feature_stores=stores)
+        registry = ModelRegistry(root, features=stores)
         try:
             return dict((await registry.load()).models)
         finally:
@@ -84,7 +84,7 @@ def test_a_model_reads_its_own_features_file(tmp_path: Path) -> None:
     root = tmp_path / "models"
     feature_model(root, "own", 'file = "entities.csv"\n')
     (root / "own" / "entities.csv").write_text("user_id,age,balance\nu1,50,12.5\n")
-    served = load(root, FeatureStores(required=True))["own"]
+    served = load(root, FeatureWiring(required=True))["own"]
     assert served.ready and served.features is not None
     (row,) = asyncio.run(served.features.rows(["u1"]))
     assert row.found and row.vector[0] == 50 and row.vector[2] == 12.5
@@ -112,7 +112,7 @@ def test_a_features_file_that_is_not_there_fails_the_model(
         secret = tmp_path / "secret.csv"
         secret.write_text("user_id,age\nu1,1\n")
         (root / "own" / name).symlink_to(secret)
-    models = load(root, FeatureStores(required=True))
+    models = load(root, FeatureWiring(required=True))
     assert models["plain"].ready
     assert not models["own"].ready and expected in (models["own"].error or "")
     assert "model.toml" in (models["own"].error or "")
@@ -123,7 +123,7 @@ def test_models_check_does_not_need_a_store(tmp_path: Path) -> None:
     nothing: Redis or a features file is the server's business)."""
     root = tmp_path / "models"
     feature_model(root, "needs")
-    assert load(root, FeatureStores())["needs"].ready
+    assert load(root, FeatureWiring())["needs"].ready
 
 
 def test_blank_settings_mean_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +149,7 @@ def test_a_changed_features_file_is_read_again_with_its_model(tmp_path: Path) ->
     entities.write_text("user_id,age\nu1,50\n")
 
     async def go() -> tuple[float, float]:
-        registry = ModelRegistry(root, feature_stores=FeatureStores(required=True))
+        registry = ModelRegistry(root, features=FeatureWiring(required=True))
         try:
             await registry.load()
             features = registry.model("own").features

@@ -1,4 +1,5 @@
-"""Shadow traffic over HTTP: mirrored after the answer, compared, never felt by the caller."""
+"""Shadow traffic over HTTP: copied to the shadow version after the answer, compared,
+never felt by the caller."""
 
 from __future__ import annotations
 

@@ -59,22 +59,8 @@ ALLOWED: Mapping[str, Set[str]] = {
     }
     | SHARED,
     "server": {"app", "http", "protocol", "metrics", "workers"} | SHARED,
-    "cli": {"server", "repository", "features", "packages"} | SHARED,
+    "cli": {"server", "service", "repository", "features", "protocol", "packages"} | SHARED,
     "__main__": {"cli"},
-}
-
-_HTTP_REASON = (
-    "issue 13: gateway/http/ is to import only service, protocol, errors, metrics, config "
-    "and logs; the admin and metadata endpoints still read the registry, RoutePlan and "
-    "the readiness marks directly until the service answers them"
-)
-
-# (importing module, imported module) -> why it is still allowed; the goal is none
-EXCEPTIONS: Mapping[tuple[str, str], str] = {
-    ("gateway.http.admin", "gateway.repository.registry"): _HTTP_REASON,
-    ("gateway.http.admin", "gateway.routing.plan"): _HTTP_REASON,
-    ("gateway.http.handlers", "gateway.repository.registry"): _HTTP_REASON,
-    ("gateway.http.handlers", "gateway.workers"): _HTTP_REASON,
 }
 
 
@@ -196,17 +182,9 @@ def test_packages_import_only_what_the_table_allows() -> None:
         f"{module} imports {target}"
         for module, targets in _graph().items()
         for target in targets
-        if _unit(target) != _unit(module)
-        and _unit(target) not in ALLOWED[_unit(module)]
-        and (module, target) not in EXCEPTIONS
+        if _unit(target) != _unit(module) and _unit(target) not in ALLOWED[_unit(module)]
     )
     assert offenders == []
-
-
-def test_every_exception_is_still_needed() -> None:
-    graph = _graph()
-    stale = [pair for pair in EXCEPTIONS if pair[1] not in graph.get(pair[0], set())]
-    assert stale == []
 
 
 def test_no_cycle_between_packages() -> None:

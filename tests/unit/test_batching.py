@@ -410,7 +410,7 @@ def test_close_fails_queued_requests_and_refuses_new_ones() -> None:
     run(scenario())
 
 
-class FakeReady:
+class FakePending:
     """Inputs completed later: ``finish`` writes ``value`` into x, or raises ``error``."""
 
     def __init__(self, inputs: dict[str, np.ndarray], value: float, error: Exception | None = None):
@@ -430,16 +430,16 @@ def test_a_batch_waits_for_inputs_still_on_their_way() -> None:
         model, clock, recorder = FakeModel(gated=False), FakeClock(), Recorder()
         queue = make(model, clock, recorder)
         late = rows(0)
-        ready = FakeReady(late, 7)
-        first = asyncio.ensure_future(queue.submit(late, ["y"], ready=ready))
+        pending = FakePending(late, 7)
+        first = asyncio.ensure_future(queue.submit(late, ["y"], pending=pending))
         second = asyncio.ensure_future(queue.submit(rows(2), ["y"]))
         await settle()
         assert model.batches == []  # the instance is taken, the batch waits
-        ready.future.set_result(None)
+        pending.future.set_result(None)
         got = await asyncio.gather(first, second)
         assert [b[:, 0].tolist() for b in model.batches] == [[7], [2]]
         assert [g[0][:, 0].tolist() for g in got] == [[14], [4]]
-        assert ready.finished == 1
+        assert pending.finished == 1
         await queue.aclose()
 
     run(scenario())
@@ -452,22 +452,22 @@ def test_inputs_that_cannot_be_completed_fail_their_request_alone() -> None:
         busy = asyncio.ensure_future(queue.submit(rows(0), ["y"]))
         await settle()
         requests = [rows(1), rows(2), rows(3)]
-        readies = [
-            FakeReady(requests[0], 10),
-            FakeReady(requests[1], 20, InvalidRequest("no features for 'u2'")),
+        pendings = [
+            FakePending(requests[0], 10),
+            FakePending(requests[1], 20, InvalidRequest("no features for 'u2'")),
             None,
         ]
         futures = [
-            asyncio.ensure_future(queue.submit(r, ["y"], ready=ready))
-            for r, ready in zip(requests, readies, strict=True)
+            asyncio.ensure_future(queue.submit(r, ["y"], pending=pending))
+            for r, pending in zip(requests, pendings, strict=True)
         ]
         await settle()
         model.release_first()
         await busy
         await settle()
-        for ready in readies[:2]:
-            assert ready is not None
-            ready.future.set_result(None)
+        for pending in pendings[:2]:
+            assert pending is not None
+            pending.future.set_result(None)
         model.release()
         done = await asyncio.gather(*futures, return_exceptions=True)
         assert answered(done[0])[0][:, 0].tolist() == [20]
@@ -483,8 +483,8 @@ def test_a_batch_whose_inputs_all_fail_does_not_run() -> None:
     async def scenario() -> None:
         model, clock, recorder = FakeModel(gated=False), FakeClock(), Recorder()
         queue = make(model, clock, recorder)
-        bad = FakeReady(rows(1), 0, InvalidRequest("nope"))
-        failing = asyncio.ensure_future(queue.submit(bad.inputs, ["y"], ready=bad))
+        bad = FakePending(rows(1), 0, InvalidRequest("nope"))
+        failing = asyncio.ensure_future(queue.submit(bad.inputs, ["y"], pending=bad))
         await settle()
         bad.future.set_result(None)
         with pytest.raises(InvalidRequest):
@@ -492,10 +492,10 @@ def test_a_batch_whose_inputs_all_fail_does_not_run() -> None:
         assert model.batches == []
         assert (await queue.submit(rows(5), ["y"]))[0][:, 0].tolist() == [10]  # still serves
         # inputs already complete when submitted: finished at once, errors raised directly
-        done = FakeReady(rows(1), 0, InvalidRequest("nope"))
+        done = FakePending(rows(1), 0, InvalidRequest("nope"))
         done.future.set_result(None)
         with pytest.raises(InvalidRequest):
-            await queue.submit(done.inputs, ["y"], ready=done)
+            await queue.submit(done.inputs, ["y"], pending=done)
         await queue.aclose()
 
     run(scenario())

@@ -414,7 +414,7 @@ def test_the_cache_is_reported_to_the_observer_and_bounded_in_bytes() -> None:
 
 
 class Tally:
-    """A request's rows by source, as the service's Route keeps them."""
+    """A request's rows by source, as the service's InferenceCall keeps them."""
 
     def __init__(self) -> None:
         self.features_store = 0

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.routing.plan import RoutePlan
-from gateway.routing.router import choose, mirror
+from gateway.routing.router import DEFAULT, Decision, by_input, choose, route, shadow_drawn
 
 KEYS = [f"user-{i}" for i in range(5000)]
 
@@ -61,14 +61,63 @@ def test_single_version_and_empty_plans() -> None:
     assert choose(RoutePlan(), "x") is None
 
 
-def test_mirror_fraction() -> None:
+def test_shadow_fraction() -> None:
     rng = random.Random(5)
     half = RoutePlan(weights=((1, 1.0),), shadow_version=2, shadow_fraction=0.5)
-    mirrored = sum(mirror(half, rng) for _ in range(4000))
-    assert mirrored / 4000 == pytest.approx(0.5, abs=0.03)
-    assert mirror(RoutePlan(weights=((1, 1.0),)), rng) is False
+    drawn = sum(shadow_drawn(half, rng) for _ in range(4000))
+    assert drawn / 4000 == pytest.approx(0.5, abs=0.03)
+    assert shadow_drawn(RoutePlan(weights=((1, 1.0),)), rng) is False
     always = RoutePlan(weights=((1, 1.0),), shadow_version=2, shadow_fraction=1.0)
-    assert all(mirror(always, rng) for _ in range(100))
+    assert all(shadow_drawn(always, rng) for _ in range(100))
+
+
+def no_headers(name: str) -> str | None:
+    return None
+
+
+def test_route_a_named_version_bypasses_routing() -> None:
+    shadowed = RoutePlan(weights=((1, 1.0),), shadow_version=2, shadow_fraction=1.0)
+    assert route(shadowed, 7, [1, 2], no_headers, []) == Decision(7)  # no shadow either
+    assert route(None, 1, [1, 2], no_headers, []) == Decision(1)
+
+
+def test_route_without_a_plan_goes_to_the_default() -> None:
+    assert route(None, None, [1, 2], no_headers, []) == DEFAULT
+    assert DEFAULT.version is None and DEFAULT.shadow is None
+
+
+def test_route_weights_shadow_and_sticky_header() -> None:
+    sticky = RoutePlan(
+        weights=((1, 1.0), (2, 1.0)),
+        sticky_key="x-user",
+        shadow_version=3,
+        shadow_fraction=1.0,
+    )
+    for user in KEYS[:50]:
+        decided = route(sticky, None, [1, 2, 3], {"x-user": user}.get, ["a"])
+        assert decided == Decision(choose(sticky, user), 3, None)
+    # without the header the draw is random, the shadow still drawn
+    rng = random.Random(1)
+    drawn = {route(sticky, None, [1, 2, 3], no_headers, ["a"], rng).version for _ in range(50)}
+    assert drawn == {1, 2}
+
+
+def test_route_a_sticky_input_is_decided_once_the_body_is_read() -> None:
+    by_user = RoutePlan(weights=((1, 1.0), (2, 1.0)), sticky_key="user")
+    decided = route(by_user, None, [1, 2], {"user": "from-a-header"}.get, ["user", "a"])
+    assert decided.key_input == "user" and decided.version in (1, 2)  # provisional
+    for user in KEYS[:50]:
+        assert by_input(by_user, [1, 2], user) == choose(by_user, user)
+    assert by_input(None, [1, 2], "anyone") is None
+
+
+def test_route_falls_back_when_the_choice_is_not_loaded() -> None:
+    shadow_only = RoutePlan(shadow_version=3, shadow_fraction=1.0)
+    # no weights: the highest version but the shadow takes the traffic
+    assert route(shadow_only, None, [1, 2, 3], no_headers, []) == Decision(2, 3)
+    assert route(shadow_only, None, [3], no_headers, []) == Decision(None, 3)
+    gone = RoutePlan(weights=((4, 1.0),))
+    assert route(gone, None, [1, 2], no_headers, []).version is None  # the default serves
 
 
 def test_plan_from_json_round_trip() -> None:

@@ -18,6 +18,7 @@ from gateway.protocol import v2
 from gateway.repository.registry import ModelRegistry
 from gateway.routing.shadow import ShadowScheduler
 from gateway.service import InferenceCall, InferenceService, InferResult
+from gateway.service.feature_wiring import FeatureWiring
 from tests import onnx_models
 from tests.conftest import EXAMPLES
 
@@ -60,7 +61,9 @@ Scenario = Callable[[InferenceService, Metrics, ShadowScheduler], Awaitable[None
 def _run(root: Path, scenario: Scenario) -> None:
     async def main() -> None:
         metrics = Metrics()
-        async with ModelRegistry(_repository(root), observer=metrics) as registry:
+        async with ModelRegistry(
+            _repository(root), observer=metrics, features=FeatureWiring(observers=metrics)
+        ) as registry:
             shadows = ShadowScheduler(metrics)
             try:
                 await scenario(InferenceService(registry, metrics, shadows), metrics, shadows)
@@ -144,15 +147,15 @@ def test_shadow_starts_only_after_a_200(tmp_path: Path) -> None:
     async def scenario(service: InferenceService, _: Metrics, shadows: ShadowScheduler) -> None:
         call, answer = await _infer(service, "shadowed")
         assert answer.version.label == "1"
-        assert call.mirror is not None and shadows.in_flight == 0  # planned, not started
+        assert call.shadow_job is not None and shadows.in_flight == 0  # planned, not started
         call.finish(400)
         assert shadows.in_flight == 0
         call, answer = await _infer(service, "shadowed")
         call.finish(200)
         assert shadows.in_flight == 1
-        assert call.mirror is not None and call.mirror.request_id == "rid-1"
+        assert call.shadow_job is not None and call.shadow_job.request_id == "rid-1"
         call, answer = await _infer(service, "sum")  # no shadow configured
-        assert call.mirror is None
+        assert call.shadow_job is None
         call.finish(200)
 
     _run(tmp_path, scenario)

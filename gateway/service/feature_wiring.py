@@ -1,9 +1,16 @@
-"""Which feature store a model with ``[features]`` reads its entities from.
+"""FeatureWiring: gives each model with ``[features]`` its lookup, on the right store.
 
-In order: the gateway's shared store (Redis from ``--redis-url``, else the in-process
-store filled from ``--features-file``); else the model's own ``[features] file``, a CSV
-or JSONL file in its directory read into an in-process store of its own; else none,
-and the model does not load (``NoFeatureStore`` says how to give it one) rather than
+The repository keeps a model's lookup with the model (so versions and features swap
+together) but does not build it: the loader asks this wiring, once before it loads
+a model's versions (``prepare``: is there a store? this is where a model without one
+fails) and once after its new state is accepted (build the lookup, or keep the warm
+one when neither [features] nor the model's own features file changed).
+
+Which store a model reads its entities from, in order: the gateway's shared store
+(Redis from ``--redis-url``, else the in-process store filled from
+``--features-file``); else the model's own ``[features] file``, a CSV or JSONL file
+in its directory read into an in-process store of its own; else none, and the
+model does not load (``no_store_message`` says how to give it one) rather than
 silently answering every entity id with the defaults.
 """
 
@@ -11,14 +18,23 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from gateway.errors import ConfigError
+from gateway.features.lookup import FeatureLookup, FeatureObserver
 from gateway.features.section import FeaturesSection
 from gateway.features.store import FeatureStore, MemoryStore
 from gateway.repository.layout import ModelDir
 
 log = logging.getLogger("gateway.repository")
+
+
+class FeatureObservers(Protocol):
+    def feature_observer(self, model: str) -> FeatureObserver: ...
+
 
 Stamp = tuple[int, int] | None
 
@@ -34,16 +50,49 @@ def no_store_message(model: str, section: FeaturesSection) -> str:
     )
 
 
-class FeatureStores:
+class FeatureWiring:
     """``shared``: the gateway's store, if it has one. ``required``: whether a model with
     [features] and no store at all fails to load (``gateway serve``), or gets an empty
-    in-process store (``gateway models check``, which serves nothing)."""
+    in-process store (``gateway models check``, which serves nothing). ``observers``:
+    where each lookup counts its rows, fetches and cache size (the metrics)."""
 
-    def __init__(self, shared: FeatureStore | None = None, required: bool = False) -> None:
+    def __init__(
+        self,
+        shared: FeatureStore | None = None,
+        required: bool = False,
+        observers: FeatureObservers | None = None,
+    ) -> None:
         self.shared = shared
         self.required = required
+        self._observers = observers
+        # per model: the lookup built last and the stamp of the file it was built from
+        self._built: dict[str, tuple[FeatureLookup, Stamp]] = {}
 
-    def stamp(self, entry: ModelDir, section: FeaturesSection) -> Stamp:
+    def prepare(
+        self, entry: ModelDir, section: FeaturesSection, previous: FeatureLookup | None
+    ) -> Callable[[], FeatureLookup]:
+        """Check that the model can have a lookup (raises ConfigError saying what to do
+        when it has no store, or its file cannot be read); the callable gives it, once
+        the model's new state applies: ``previous`` (with its warm cache) when its
+        [features] and features file are unchanged, else a new one. Blocks (it may read
+        the file): run off the event loop."""
+        stamp = self._stamp(entry, section)
+        built = self._built.get(entry.name)
+        if built is not None and built[0] is previous and built[1] == stamp:
+            kept = built[0]
+            if kept.config == section:
+                return lambda: kept
+        store = self._store(entry, section)
+
+        def build() -> FeatureLookup:
+            observer = self._observers.feature_observer(entry.name) if self._observers else None
+            lookup = FeatureLookup(entry.name, section, store, time.monotonic, observer)
+            self._built[entry.name] = (lookup, stamp)
+            return lookup
+
+        return build
+
+    def _stamp(self, entry: ModelDir, section: FeaturesSection) -> Stamp:
         """What the model's own file looks like on disk (None when it has none, or the
         shared store serves it): a lookup is rebuilt when this changes."""
         if self.shared is not None or section.file is None:
@@ -54,10 +103,8 @@ class FeatureStores:
             return None
         return (info.st_size, info.st_mtime_ns)
 
-    def for_model(self, entry: ModelDir, section: FeaturesSection) -> FeatureStore:
-        """The model's store, its entities indexed by the model's key; raises ConfigError
-        saying what to do when there is none or its file cannot be read. Blocks (reads
-        the file): run off the event loop."""
+    def _store(self, entry: ModelDir, section: FeaturesSection) -> FeatureStore:
+        """The model's store, its entities indexed by the model's key."""
         store: FeatureStore
         if self.shared is not None:
             store = self.shared

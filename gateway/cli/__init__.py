@@ -115,8 +115,8 @@ def _flag_problem(problem: Problem) -> str:
 
 
 def _check(directory: Path) -> int:
+    from gateway.cli.check import check_repository
     from gateway.logs import configure_logging
-    from gateway.repository.check import check_repository
 
     configure_logging("error", "text")  # the report itself names every problem
     if not directory.is_dir():

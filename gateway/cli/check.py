@@ -6,11 +6,13 @@ from pathlib import Path
 
 from gateway.protocol.signature import TensorSpec, format_shape
 from gateway.repository.registry import ModelRegistry, ServedModel
+from gateway.service.feature_wiring import FeatureWiring
 
 
 async def check_repository(root: Path) -> tuple[str, bool]:
     """A readable report, and whether every model and every selected version loaded."""
-    registry = ModelRegistry(root)
+    # a model with [features] and no store of its own is checked on an empty one
+    registry = ModelRegistry(root, features=FeatureWiring())
     try:
         state = await registry.load()
         lines = [f"repository {root}"]
