@@ -77,6 +77,14 @@ def _name(path: Path) -> str:
 MODULES = {_name(path): path for path in _modules()}
 
 
+# the repository keeps each model's routing plan and feature lookup with its versions, so
+# that all three swap together; of those packages it may import only what it holds
+NARROW: Mapping[tuple[str, str], Set[str]] = {
+    ("repository", "routing"): {"gateway.routing.section", "gateway.routing.plan"},
+    ("repository", "features"): {"gateway.features.section", "gateway.features.lookup"},
+}
+
+
 def _unit(module: str) -> str:
     """The package or top-level module a module belongs to: gateway.http.admin -> http,
     gateway.app -> app, gateway (its __init__) -> gateway."""
@@ -183,6 +191,17 @@ def test_packages_import_only_what_the_table_allows() -> None:
         for module, targets in _graph().items()
         for target in targets
         if _unit(target) != _unit(module) and _unit(target) not in ALLOWED[_unit(module)]
+    )
+    assert offenders == []
+
+
+def test_the_repository_imports_only_what_it_holds_of_routing_and_features() -> None:
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        for target in targets
+        if (_unit(module), _unit(target)) in NARROW
+        and target not in NARROW[_unit(module), _unit(target)]
     )
     assert offenders == []
 
