@@ -18,7 +18,6 @@ from starlette.types import ASGIApp
 
 from gateway.config import Settings, worker_directory
 from gateway.errors import GatewayError
-from gateway.features.shared_store import open_store
 from gateway.http import responses
 from gateway.http.inference import InferenceRoutes
 from gateway.http.routes import ROUTES
@@ -29,7 +28,7 @@ from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
 from gateway.routing.shadow import ShadowScheduler
 from gateway.service import InferenceService, ModelCatalog
-from gateway.service.feature_wiring import FeatureWiring, describe_source
+from gateway.service.feature_wiring import FeatureWiring, describe_source, open_store
 from gateway.workers import WorkerGroup
 
 log = logging.getLogger("gateway.features")

@@ -29,8 +29,8 @@ import numpy as np
 
 from gateway.errors import FeatureDataInvalid
 from gateway.features.cache import LocalCache
-from gateway.features.store import FeatureStore, StoreUnavailable
-from gateway.features.vectors import FeatureRow
+from gateway.features.rows import FeatureRow
+from gateway.features.stores import FeatureStore, StoreUnavailable
 
 log = logging.getLogger("gateway.features")
 

@@ -32,16 +32,15 @@ import numpy as np
 from gateway.errors import FeatureDataInvalid, FeatureStoreUnavailable, InvalidRequest
 from gateway.features.cache import LocalCache
 from gateway.features.fetches import FetchBatcher, Waiter
-from gateway.features.keys import KeyTemplate
-from gateway.features.section import FeaturesSection
-from gateway.features.store import FeatureStore, StoreUnavailable
-from gateway.features.vectors import (
+from gateway.features.rows import (
     FeatureRow,
     defaults_vector,
     entity_ids,
     feature_matrix,
     take_overrides,
 )
+from gateway.features.section import FeaturesSection, KeyTemplate
+from gateway.features.stores import FeatureStore, StoreUnavailable
 
 _SHOWN_MISSING = 10
 TTL_JITTER = 0.2  # cached rows live 80-100% of local_ttl_ms (see LocalCache)
@@ -151,7 +150,7 @@ class FeatureLookup:
         """``fill`` without the waiting: done at once (None) where no row needs the store.
         Else the feature input is in ``inputs`` already, with the rows that wait for the
         store still to be written: they are, by ``finish()`` on the returned object once
-        its ``future`` is done. The batcher does that (see ``batching.request.Ready``):
+        its ``future`` is done. The batcher does that (see ``batching.request.PendingInputs``):
         the request waits for its features in its batch, not on its own. ``tally``: the
         request's rows by source, once they are known."""
         config = self.config

@@ -10,6 +10,11 @@ as costly as the rest of a request's lookup); the other rows (absent fields,
 values that are not numbers) come back as raw values, to be parsed with exact
 error messages. On a cluster, where a script may only touch keys of one slot,
 the fetch is a pipeline of HMGETs: one round trip per node.
+
+While Redis fails, a ``CircuitBreaker`` keeps requests from waiting on it:
+closed --(``threshold`` consecutive failures)--> open --(``cooldown_s``)--> half-open;
+half-open lets one probe through: success closes, failure opens again. While open,
+callers skip the dependency at once instead of each waiting out its timeout.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from enum import Enum
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,9 +37,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.errors import FeatureDataInvalid
-from gateway.features.breaker import CircuitBreaker
-from gateway.features.store import StoreUnavailable
-from gateway.features.vectors import FeatureRow, row_from_store, rows_from_replies
+from gateway.features.rows import FeatureRow, row_from_store, rows_from_replies
+from gateway.features.stores import StoreUnavailable
 
 log = logging.getLogger("gateway.features")
 
@@ -314,3 +319,45 @@ def redacted(url: str) -> str:
 
 def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) and not isinstance(exc, RedisError)
+
+
+class BreakerState(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    def __init__(self, threshold: int, cooldown_s: float, now: Callable[[], float]) -> None:
+        if threshold < 1 or cooldown_s <= 0:
+            raise ValueError("threshold must be >= 1 and cooldown_s > 0")
+        self._threshold = threshold
+        self._cooldown = cooldown_s
+        self._now = now
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self.state = BreakerState.CLOSED
+
+    def allow(self) -> bool:
+        """Whether a call may go to the dependency now."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN and self._now() - self._opened_at >= self._cooldown:
+            self.state = BreakerState.HALF_OPEN
+        if self.state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True  # exactly one probe at a time
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self._failures = 0
+        self._probing = False
+        self.state = BreakerState.CLOSED
+
+    def failed(self) -> None:
+        self._probing = False
+        self._failures += 1
+        if self.state is BreakerState.HALF_OPEN or self._failures >= self._threshold:
+            self.state = BreakerState.OPEN
+            self._opened_at = self._now()

@@ -26,7 +26,7 @@ from typing import Protocol
 from gateway.errors import ConfigError
 from gateway.features.lookup import FeatureLookup, FeatureObserver
 from gateway.features.section import FeaturesSection
-from gateway.features.store import FeatureStore, MemoryStore
+from gateway.features.stores import FeatureStore, MemoryStore
 from gateway.repository.layout import ModelDir
 
 log = logging.getLogger("gateway.repository")
@@ -143,6 +143,24 @@ class FeatureWiring:
             raise ConfigError(f"{where}: not a UTF-8 CSV or JSONL file: {exc}") from None
         log.info("model %s: features from its own file %s", entry.name, path)
         return store
+
+
+def open_store(
+    redis_url: str | None,
+    features_file: Path | None,
+    now: Callable[[], float],
+    on_error: Callable[[], None] | None = None,
+) -> FeatureStore:
+    """The gateway's shared store: Redis when a URL is given; otherwise memory, filled
+    from the file if there is one."""
+    if redis_url is not None:
+        # imported only with a Redis: a gateway without one never loads redis-py
+        from gateway.features.redis_store import RedisStore
+
+        return RedisStore.from_url(redis_url, now, on_error)
+    if features_file is not None:
+        return MemoryStore.from_file(features_file)
+    return MemoryStore()
 
 
 def describe_source(redis_url: str | None, features_file: Path | None) -> str:

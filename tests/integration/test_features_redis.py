@@ -517,8 +517,8 @@ STORED = {
 def test_redis_and_memory_stores_read_values_alike(redis_up: RedisServer) -> None:
     from gateway.errors import FeatureDataInvalid
     from gateway.features.redis_store import RedisStore
-    from gateway.features.store import MemoryStore
-    from gateway.features.vectors import FeatureRow
+    from gateway.features.rows import FeatureRow
+    from gateway.features.stores import MemoryStore
 
     client = redis_up.client()
     memory = MemoryStore()

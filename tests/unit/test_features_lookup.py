@@ -12,9 +12,9 @@ import pytest
 from gateway.errors import ConfigError, FeatureStoreUnavailable, InvalidRequest
 from gateway.features.fetches import FETCH_CHUNK
 from gateway.features.lookup import CacheSize, FeatureLookup
+from gateway.features.rows import FeatureRow, entity_ids, take_overrides
 from gateway.features.section import FeaturesSection
-from gateway.features.store import MemoryStore, StoreUnavailable, Values
-from gateway.features.vectors import FeatureRow, entity_ids, take_overrides
+from gateway.features.stores import MemoryStore, StoreUnavailable, Values
 from gateway.protocol.signature import Signature, TensorSpec
 from gateway.repository.loader import check_features
 from gateway.repository.spec import parse_model_config

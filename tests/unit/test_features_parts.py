@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import FeatureDataInvalid
-from gateway.features.breaker import BreakerState, CircuitBreaker
 from gateway.features.cache import ENTRY_OVERHEAD, SWEEP_PER_PUT, LocalCache
 from gateway.features.fetches import FailureLog
-from gateway.features.keys import KeyTemplate, parse_values
+from gateway.features.redis_store import BreakerState, CircuitBreaker
+from gateway.features.section import KeyTemplate, parse_values
 
 
 class Clock:

@@ -3,8 +3,8 @@
 ``RedisStore`` (redis_store.py) talks to one Redis server or a Redis Cluster;
 ``MemoryStore`` serves the same layout from memory, filled from a CSV or JSONL
 file, so a gateway runs without Redis. Both answer ``fetch_rows``: each key's
-feature row, for all the keys at once (one round trip to Redis). ``shared_store.py``
-picks the gateway's store from its settings.
+feature row, for all the keys at once (one round trip to Redis). Which store a
+model reads is the service's choice (``gateway.service.feature_wiring``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Protocol
 import numpy as np
 
 from gateway.errors import FeatureDataInvalid
-from gateway.features.keys import KeyTemplate
-from gateway.features.rows import read_rows
-from gateway.features.vectors import FeatureRow, rows_from_replies
+from gateway.features.rows import FeatureRow, read_rows, rows_from_replies
+from gateway.features.section import KeyTemplate
 
 log = logging.getLogger("gateway.features")
 
