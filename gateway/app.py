@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -17,7 +20,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp
 
 from gateway.config import Settings, worker_directory
-from gateway.errors import GatewayError
+from gateway.control.store import open_control_store
+from gateway.errors import ControlUnavailable, GatewayError
 from gateway.http import responses
 from gateway.http.inference import InferenceRoutes
 from gateway.http.routes import ROUTES
@@ -28,6 +32,7 @@ from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
 from gateway.routing.shadow import ShadowScheduler
 from gateway.service import InferenceService, ModelCatalog
+from gateway.service.desired_state import StateFollower
 from gateway.service.feature_wiring import FeatureWiring, describe_source, open_store
 from gateway.workers import WorkerGroup
 
@@ -63,6 +68,7 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 )
             )
             await stack.enter_async_context(RepositoryWatcher(registry, settings.poll_interval))
+            follower = await _follow_the_desired_state(stack, settings, shared_dir, registry)
             shadows = ShadowScheduler(metrics, settings.shadow_log)
             # unwinds before the registry: shadows finish while their versions still serve
             stack.push_async_callback(shadows.aclose, settings.drain_timeout)
@@ -70,9 +76,9 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
             # cyclic garbage collector from scanning them again and again under load
             gc.freeze()
             if group is not None:
-                group.joined(registry.state.ready)
+                group.joined(registry.state.ready and follower.synced)
                 reporting = asyncio.get_running_loop().create_task(
-                    group.report_every(1.0, lambda: registry.state.ready)
+                    group.report_every(1.0, lambda: registry.state.ready and follower.synced)
                 )
                 stack.push_async_callback(_cancel, reporting)
             yield {
@@ -82,7 +88,7 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                     shadows,
                     logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
                 ),
-                "catalog": ModelCatalog(registry, None if group is None else group.all_ready),
+                "catalog": ModelCatalog(follower, None if group is None else group.all_ready),
                 "metrics": metrics,
                 "max_body_bytes": settings.max_body_bytes,
                 "read_timeout": settings.read_timeout,
@@ -111,6 +117,28 @@ def app_from_environment() -> ASGIApp:
     configure_logging(settings.log_level, settings.log_format)
     quiet_float_casts()  # runs in the worker's serve task, before its listening socket
     return create_app(settings, worker_directory())
+
+
+async def _follow_the_desired_state(
+    stack: AsyncExitStack, settings: Settings, shared_dir: Path | None, registry: ModelRegistry
+) -> StateFollower:
+    """Read and apply the desired state (Redis with --control-url, else a file the
+    workers share: a private directory for a gateway of one process), then follow it."""
+    directory = shared_dir
+    if directory is None:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-")))
+    member = f"{socket.gethostname()}/{os.getpid()}"
+    store = open_control_store(settings.control_url, directory, member)
+    await store.start()
+    stack.push_async_callback(store.aclose)
+    follower = StateFollower(store, registry, member)
+    try:
+        await follower.sync()
+    except ControlUnavailable as exc:  # not ready until it has been applied
+        logging.getLogger("gateway.control").warning("%s", exc.message)
+    following = asyncio.get_running_loop().create_task(follower.run())
+    stack.push_async_callback(_cancel, following)
+    return follower
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = Field(8000, description="TCP port")
     workers: Annotated[int, Field(ge=1, le=64)] = Field(1, description="server processes")
     redis_url: str | None = Field(None, description="Redis for model features")
+    control_url: str | None = Field(
+        None, description="Redis for the desired state all replicas follow (SPEC 11)"
+    )
     features_file: Path | None = Field(None, description="CSV or JSONL features, no Redis")
     admin_token: SecretStr | None = Field(None, description="bearer token for admin endpoints")
     poll_interval: Annotated[float, Field(gt=0)] = Field(
@@ -65,13 +68,13 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("redis_url", "features_file", mode="before")
+    @field_validator("redis_url", "control_url", "features_file", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # GATEWAY_FEATURES_FILE= (as compose or `docker run -e` write it) means "none"
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "control_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and not is_redis_url(value):

@@ -13,6 +13,8 @@ The tree::
     ├── ModelNotReady (503)          the model has no loaded version
     │   └── FeatureStoreUnavailable  Redis down or slow, and [features]
     │                                on_redis_error = "error"
+    ├── ControlUnavailable (503)     the control state (--control-url) does not answer:
+    │                                runtime changes wait, serving goes on
     ├── FeatureDataInvalid (502)     one entity in the store cannot be read (wrong type,
     │                                not a number); never reaches a caller: that entity
     │                                counts as missing
@@ -72,6 +74,13 @@ class ModelNotReady(GatewayError):
 
 class FeatureStoreUnavailable(ModelNotReady):
     pass
+
+
+class ControlUnavailable(GatewayError):
+    """The control state (SPEC 11) cannot be read or written, e.g. its Redis is down:
+    serving goes on with what was applied last; runtime changes wait until it is back."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class FeatureDataInvalid(GatewayError):

@@ -18,9 +18,9 @@ from typing import Any, TextIO
 
 from redis.exceptions import RedisError
 
-from gateway.features.redis_store import connect, redacted
 from gateway.features.rows import Row, check_numbers, read_rows
 from gateway.features.section import KeyTemplate, placeholders
+from gateway.redis_client import connect, redacted
 
 _SHOWN_BAD_ROWS = 20
 

@@ -26,26 +26,22 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.errors import FeatureDataInvalid
 from gateway.features.rows import FeatureRow, row_from_store, rows_from_replies
 from gateway.features.stores import StoreUnavailable
+from gateway.redis_client import CONNECT_TIMEOUT_S, connect, redacted
 
 log = logging.getLogger("gateway.features")
 
 # a store that failed this many calls in a row is skipped, then probed every cooldown
 BREAKER_THRESHOLD = 3
 BREAKER_COOLDOWN_S = 1.0
-CONNECT_TIMEOUT_S = 1.0
 
 # KEYS: the entities; ARGV: the fields. Returns {packed, bad, raw}: ``packed`` holds
 # every row as little-endian FP32 (zeros for a bad row), ``bad`` the 1-based indexes of
@@ -289,32 +285,6 @@ def _wrong_type(error: BaseException) -> bool:
 def _not_a_hash(key: str, error: bytes | str) -> FeatureDataInvalid:
     text = error.decode("utf-8", "replace") if isinstance(error, bytes) else error
     return FeatureDataInvalid(f"feature store: {key} is not a HASH ({text[:80]})")
-
-
-def connect(url: str) -> Any:
-    """A client for ``redis://``, ``rediss://``, ``unix://`` or, for a cluster,
-    ``redis+cluster://`` / ``rediss+cluster://`` (any one node; the rest is discovered)."""
-    scheme = urlsplit(url).scheme
-    # one immediate retry on a broken connection: after Redis restarts, the pooled
-    # connections are dead and the first command on each reconnects
-    options: dict[str, Any] = {
-        "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    }
-    if scheme.endswith("+cluster"):
-        plain = urlunsplit(urlsplit(url)._replace(scheme=scheme.removesuffix("+cluster")))
-        return RedisCluster.from_url(plain, **options)
-    return Redis.from_url(url, **options)
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 def _is_timeout(exc: BaseException) -> bool:

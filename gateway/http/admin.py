@@ -152,6 +152,17 @@ async def put_routing(request: Request) -> Response:
     return json_response(await catalog.set_routing(name, document))
 
 
+@guarded
+async def delete_routing(request: Request) -> Response:
+    _options(await read_admin_json(request))
+    return json_response(await _catalog(request).reset_routing(request.path_params["model"]))
+
+
+@guarded
+async def control_state(request: Request) -> Response:
+    return json_response(await _catalog(request).state())
+
+
 def _options(document: Any) -> None:
     """Triton's load and unload take an optional {"parameters": {...}}; nothing in it
     changes what they do here, but it must be a JSON object."""

@@ -27,4 +27,6 @@ ROUTES = [
     Route("/v2/repository/models/{model}/unload", admin.unload_model, methods=["POST"]),
     Route("/admin/models/{model}/routing", admin.get_routing, methods=["GET"]),
     Route("/admin/models/{model}/routing", admin.put_routing, methods=["PUT"]),
+    Route("/admin/models/{model}/routing", admin.delete_routing, methods=["DELETE"]),
+    Route("/admin/state", admin.control_state, methods=["GET"]),
 ]

@@ -118,6 +118,7 @@ class ModelLoader:
             stamp,
             MappingProxyType(build.stamps),
             routing=routing if routing.active else None,
+            file_routing=routing if routing.active else None,
             features=None if features is None else features(),
             present=present,
         )

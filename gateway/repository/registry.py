@@ -77,6 +77,7 @@ class ModelRegistry:
         self._changing = asyncio.Lock()
         self._sightings: dict[str, object] = {}  # the stamp each model had at the last poll
         self._retiring: set[asyncio.Task[None]] = set()
+        self._overrides: dict[str, RoutePlan] = {}  # routing set at run time, by model
 
     async def __aenter__(self) -> ModelRegistry:
         await self.load()
@@ -177,17 +178,33 @@ class ModelRegistry:
             self._publish(replace(self.state, models=MappingProxyType(models)))
             self._retire(list(served.versions.values()))
 
-    async def set_routing(self, name: str, plan: RoutePlan) -> ServedModel:
-        """Apply routing at run time, atomically, if every version it names is loaded."""
+    def check_routing(self, name: str, plan: RoutePlan) -> RoutePlan:
+        """``plan`` ready to apply to the model as it serves now; InvalidRequest saying
+        what is wrong otherwise. An unloaded model's plan is checked when it loads."""
+        served = self.model(name)
+        if served.unloaded:
+            return plan
+        checked, problems = plan.validate(served.versions, served.caller_inputs)
+        if problems:
+            raise InvalidRequest(
+                f"routing for model '{name}' not applied: {'; '.join(problems)} "
+                f"(loaded versions: {version_summary(served.versions)})"
+            )
+        return checked
+
+    async def set_routing(self, name: str, plan: RoutePlan | None) -> ServedModel:
+        """Override model.toml's routing at run time (None: back to model.toml's),
+        atomically. The override outlives reloads of the model while its versions
+        allow it; an unloaded model takes it when it loads again."""
         async with self._changing:
             served = self.model(name)
-            checked, problems = plan.validate(served.versions, served.caller_inputs)
-            if problems:
-                raise InvalidRequest(
-                    f"routing for model '{name}' not applied: {'; '.join(problems)} "
-                    f"(loaded versions: {version_summary(served.versions)})"
-                )
-            changed = replace(served, routing=checked if checked.active else None)
+            if plan is None:
+                self._overrides.pop(name, None)
+                changed = replace(served, routing=served.file_routing)
+            else:
+                checked = self.check_routing(name, plan)
+                self._overrides[name] = checked
+                changed = served if served.unloaded else _routed(served, checked)
             self._publish(
                 replace(self.state, models=MappingProxyType({**self.state.models, name: changed}))
             )
@@ -227,7 +244,7 @@ class ModelRegistry:
                 replaced = []
             for version in served.versions.values():
                 version.start()
-            models[entry.name] = served
+            models[entry.name] = self._overridden(served)
             retired += replaced
             self._sightings.pop(entry.name, None)
         for name in removed:
@@ -237,6 +254,23 @@ class ModelRegistry:
             log.warning("skipped %s", problem)
         self._publish(RepositoryState(MappingProxyType(models), tuple(scan.skipped)))
         self._retire(retired)
+
+    def _overridden(self, served: ServedModel) -> ServedModel:
+        """A model just (re)built, with its runtime routing if it has one that its
+        versions allow (else model.toml's serves, and the log says why)."""
+        plan = self._overrides.get(served.name)
+        if plan is None or not served.versions:
+            return served
+        checked, problems = plan.validate(served.versions, served.caller_inputs)
+        if problems:
+            log.warning(
+                "model %s: its runtime routing does not apply to the versions now loaded "
+                "(%s); the routing of its model.toml serves",
+                served.name,
+                "; ".join(problems),
+            )
+            return served
+        return _routed(served, checked)
 
     def _retire(self, versions: list[ModelVersion]) -> None:
         for version in versions:
@@ -283,11 +317,22 @@ class ModelRegistry:
                 )
         return rows
 
-    def _not_on_disk(self, name: str, scan: RepositoryScan) -> str:
+    def on_disk(self, name: str) -> None:
+        """ModelNotFound unless the repository has a directory for model ``name``."""
+        if not is_valid_model_name(name) or not (self.root / name).is_dir():
+            known = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            raise ModelNotFound(self._not_on_disk(name, known))
+
+    def _not_on_disk(self, name: str, scan: RepositoryScan | list[str]) -> str:
         if not is_valid_model_name(name):
             return _invalid_name(name)
-        known = ", ".join(sorted(scan.models)) or "none"
+        names = scan if isinstance(scan, list) else sorted(scan.models)
+        known = ", ".join(names) or "none"
         return f"no model '{name}' in the repository {self.root}; models there: {known}"
+
+
+def _routed(served: ServedModel, plan: RoutePlan) -> ServedModel:
+    return replace(served, routing=plan if plan.active else None)
 
 
 def _invalid_name(name: str) -> str:

@@ -33,6 +33,7 @@ class ServedModel:
     version_stamps: Mapping[int, object] = field(default_factory=dict)
     unloaded: bool = False  # taken out of service through the repository API
     routing: RoutePlan | None = None  # None: the highest version takes every request
+    file_routing: RoutePlan | None = None  # model.toml's, which a runtime change overrides
     features: FeatureLookup | None = None  # [features]: the caller may send entity ids
     present: tuple[int, ...] = ()  # the version directories on disk when this was built
 

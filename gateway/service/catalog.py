@@ -1,8 +1,10 @@
-"""ModelCatalog: what the health, metadata and repository endpoints answer.
+"""ModelCatalog: what the health, metadata, repository and admin endpoints answer.
 
 Transports ask it and encode the answer; it knows the registry (which models and
-versions serve) and, with several worker processes, whether all of them are ready.
-Answers are JSON-ready values; what a caller gets wrong is a GatewayError.
+versions serve), the desired state every worker follows (runtime changes go there
+first, then apply here and, within a second, in every other worker and replica)
+and, with several worker processes, whether all of them are ready. Answers are
+JSON-ready values; what a caller gets wrong is a GatewayError.
 """
 
 from __future__ import annotations
@@ -10,28 +12,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gateway.control.records import loaded_field, routing_field
 from gateway.errors import InvalidRequest
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.served import ServedModel, parse_version
 from gateway.routing.plan import RoutePlan
+from gateway.service.desired_state import StateFollower
 
 JsonObject = dict[str, Any]
 
 
 class ModelCatalog:
     def __init__(
-        self, registry: ModelRegistry, peers_ready: Callable[[], bool] | None = None
+        self, follower: StateFollower, peers_ready: Callable[[], bool] | None = None
     ) -> None:
         """``peers_ready``: whether every worker process of this gateway is ready (None:
         this process is the only one)."""
-        self.registry = registry
+        self.follower = follower
+        self.registry: ModelRegistry = follower.registry
         self._peers_ready = peers_ready
 
     # -- health and metadata ---------------------------------------------------------
 
     def ready(self) -> bool:
-        """Some model can answer, in every worker: a load balancer could reach any."""
-        if not self.registry.state.ready:
+        """Some model can answer, with the desired state applied, in every worker: a
+        load balancer could reach any."""
+        if not (self.registry.state.ready and self.follower.synced):
             return False
         return self._peers_ready is None or self._peers_ready()
 
@@ -85,38 +91,84 @@ class ModelCatalog:
         return [row for row in rows if row["state"] == "READY"] if ready_only else rows
 
     async def load(self, name: str) -> JsonObject:
-        """(Re)load ``name`` from disk; 400 saying why when no version of it loads."""
+        """(Re)load ``name`` from disk here, and have every worker serve it; 400 saying
+        why when no version of it loads."""
+        self.require_on_disk_or_loaded(name)
+        record = await self.follower.store.write(name, loaded_field(True))
         served = await self.registry.load_model(name)
+        await self._follow()
         if not served.ready:
             raise InvalidRequest(
                 f"model '{name}' has no version that loads: {served.why_not_ready()}"
             )
-        return {"name": name, "versions": served.labels}
+        return {"name": name, "versions": served.labels, "generation": record.generation}
 
     async def unload(self, name: str) -> JsonObject:
-        await self.registry.unload_model(name)
-        return {"name": name, "unloaded": True}
+        """Stop serving ``name`` in every worker until it is loaded again."""
+        self.require(name)
+        record = await self.follower.store.write(name, loaded_field(False))
+        await self._follow()
+        return {"name": name, "unloaded": True, "generation": record.generation}
 
     def require(self, name: str) -> None:
         """404 unless ``name`` is a model of the repository (before reading a body)."""
         self.registry.model(name)
 
+    def require_on_disk_or_loaded(self, name: str) -> None:
+        """For load: a model this worker serves, or one in the repository directory
+        (404 saying which are there otherwise)."""
+        if name not in self.registry.state.models:
+            self.registry.on_disk(name)
+
     def routing(self, name: str) -> JsonObject:
-        """The model's routing as it applies now (404 for a model that is not there)."""
-        return _routing(self.registry.model(name))
+        """The model's routing as it applies here now, and the generation applied."""
+        return self._routing(self.registry.model(name))
 
     async def set_routing(self, name: str, document: Any) -> JsonObject:
-        """Apply a routing document (the [routing] section as JSON) to every version it
-        names, atomically; 400 with every problem when it does not apply."""
+        """Override the model's routing in every worker (the [routing] section as JSON),
+        if it applies to the versions loaded here; 400 with every problem otherwise."""
         self.require(name)  # 404 before looking at the document
-        plan = RoutePlan.from_json(document)
-        return _routing(await self.registry.set_routing(name, plan))
+        plan = self.registry.check_routing(name, RoutePlan.from_json(document))
+        await self.follower.store.write(name, routing_field(plan.to_json()))
+        await self._follow()
+        return self._routing(self.registry.model(name))
+
+    async def reset_routing(self, name: str) -> JsonObject:
+        """Back to the routing of the model's model.toml, in every worker."""
+        self.require(name)
+        await self.follower.store.write(name, routing_field(None))
+        await self._follow()
+        return self._routing(self.registry.model(name))
+
+    async def state(self) -> JsonObject:
+        """The desired state and what each worker (replica/pid) has applied of it."""
+        records = await self.follower.store.read()
+        members = await self.follower.store.applied()
+        names = sorted(set(records) | set(self.registry.state.models))
+        models: JsonObject = {}
+        for name in names:
+            desired = records[name].generation if name in records else 0
+            applied = {m.member: m.generations.get(name, 0) for m in members}
+            models[name] = {
+                **(records[name].to_json() if name in records else {"generation": 0}),
+                "applied": applied,
+                "converged": all(g >= desired for g in applied.values()),
+            }
+        return {
+            "control": self.follower.store.description,
+            "workers": [m.member for m in members],
+            "models": models,
+        }
+
+    async def _follow(self) -> None:
+        """Apply the change just written here at once (the others follow it)."""
+        await self.follower.sync()
+
+    def _routing(self, served: ServedModel) -> JsonObject:
+        plan = served.routing or RoutePlan()
+        generation = self.follower.applied.get(served.name, 0)
+        return {"model": served.name, **plan.to_json(), "generation": generation}
 
 
 def _number(model: str, version: str | None) -> int | None:
     return None if version is None else parse_version(model, version)
-
-
-def _routing(served: ServedModel) -> JsonObject:
-    plan = served.routing or RoutePlan()
-    return {"model": served.name, **plan.to_json()}

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.control.file_state import FileControlStore
 from gateway.errors import InvalidRequest, ModelNotFound, ModelNotReady
 from gateway.repository.registry import ModelRegistry
 from gateway.service import ModelCatalog
+from gateway.service.desired_state import StateFollower
 from gateway.service.feature_wiring import FeatureWiring
 from tests import onnx_models
 from tests.conftest import EXAMPLES
@@ -35,7 +37,11 @@ def _run(
 ) -> None:
     async def main() -> None:
         async with ModelRegistry(_repository(root), features=FeatureWiring()) as registry:
-            await scenario(ModelCatalog(registry, peers_ready))
+            store = FileControlStore(root / "control", "here/1")
+            await store.start()
+            follower = StateFollower(store, registry, "here/1")
+            await follower.sync()
+            await scenario(ModelCatalog(follower, peers_ready))
 
     asyncio.run(main())
 
@@ -111,10 +117,11 @@ def test_index_unload_and_load(tmp_path: Path) -> None:
             everything[0].items()
         )
         assert all(row["state"] == "READY" for row in catalog.index(ready_only=True))
-        assert await catalog.unload("sum") == {"name": "sum", "unloaded": True}
+        assert await catalog.unload("sum") == {"name": "sum", "unloaded": True, "generation": 1}
         with pytest.raises(ModelNotReady, match="is unloaded"):
             catalog.model_ready("sum", None)
-        assert await catalog.load("sum") == {"name": "sum", "versions": ["1", "2"]}
+        loaded = await catalog.load("sum")
+        assert loaded == {"name": "sum", "versions": ["1", "2"], "generation": 2}
         with pytest.raises(InvalidRequest, match="model 'broken' has no version that loads"):
             await catalog.load("broken")
         with pytest.raises(ModelNotFound, match="no model 'nope' in the repository"):
@@ -123,11 +130,11 @@ def test_index_unload_and_load(tmp_path: Path) -> None:
     _run(tmp_path, scenario)
 
 
-def test_routing_read_and_changed(tmp_path: Path) -> None:
+def test_routing_read_changed_and_reset(tmp_path: Path) -> None:
     async def scenario(catalog: ModelCatalog) -> None:
-        assert catalog.routing("sum") == {"model": "sum", "weights": {}}
+        assert catalog.routing("sum") == {"model": "sum", "weights": {}, "generation": 0}
         changed = await catalog.set_routing("sum", {"weights": {"1": 90, "2": 10}})
-        assert changed == {"model": "sum", "weights": {"1": 90.0, "2": 10.0}}
+        assert changed == {"model": "sum", "weights": {"1": 90.0, "2": 10.0}, "generation": 1}
         assert catalog.routing("sum") == changed
         with pytest.raises(InvalidRequest, match="version 7 is not loaded"):
             await catalog.set_routing("sum", {"weights": {"7": 1}})
@@ -136,5 +143,30 @@ def test_routing_read_and_changed(tmp_path: Path) -> None:
         with pytest.raises(ModelNotFound, match="unknown model 'nope'"):
             catalog.require("nope")
         assert catalog.routing("sum") == changed  # refused changes leave it as it was
+        reset = await catalog.reset_routing("sum")
+        assert reset == {"model": "sum", "weights": {}, "generation": 2}  # model.toml's
+        assert catalog.registry.model("sum").routing is None
+
+    _run(tmp_path, scenario)
+
+
+def test_state_lists_desired_and_applied_generations(tmp_path: Path) -> None:
+    async def scenario(catalog: ModelCatalog) -> None:
+        await catalog.set_routing("sum", {"weights": {"1": 1, "2": 1}})
+        state = await catalog.state()
+        assert state["workers"] == ["here/1"]
+        assert state["control"].startswith("the file ")
+        assert state["models"]["sum"] == {
+            "generation": 1,
+            "routing": {"weights": {"1": 1.0, "2": 1.0}},
+            "loaded": True,
+            "applied": {"here/1": 1},
+            "converged": True,
+        }
+        assert state["models"]["fraud"] == {
+            "generation": 0,
+            "applied": {"here/1": 0},
+            "converged": True,
+        }
 
     _run(tmp_path, scenario)

@@ -26,6 +26,7 @@ SPEC_FLAGS = {
     "--log-format",
     "--max-header-bytes",
     "--read-timeout",
+    "--control-url",
 }
 
 

@@ -23,6 +23,7 @@ def test_every_error_sets_its_own_status() -> None:
         "HeadersTooLarge": HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
         "QueueFull": HTTPStatus.TOO_MANY_REQUESTS,
         "ModelNotReady": HTTPStatus.SERVICE_UNAVAILABLE,
+        "ControlUnavailable": HTTPStatus.SERVICE_UNAVAILABLE,
         "FeatureStoreUnavailable": HTTPStatus.SERVICE_UNAVAILABLE,
         "FeatureDataInvalid": HTTPStatus.BAD_GATEWAY,
         "DeadlineExceeded": HTTPStatus.GATEWAY_TIMEOUT,

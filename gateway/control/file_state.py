@@ -1,0 +1,133 @@
+"""The desired state in a file, for the workers of one gateway (no ``--control-url``).
+
+``control-state.json`` in the directory the workers share, replaced whole (written
+aside, then renamed) under an exclusive lock, so readers never see half a file and
+two writers never interleave. Each worker's applied generations go to a file of its
+own; a worker that died is left out of the answers. The state lasts until the
+gateway stops (the directory is removed with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.control.records import Applied, ModelRecord
+
+STATE_FILE = "control-state.json"
+_LOCK_FILE = "control.lock"
+_APPLIED_PREFIX = "control-applied-"
+_POLL_S = 0.05  # how often wait_changed looks at the file: well inside the 1 s promise
+
+
+class FileControlStore:
+    def __init__(self, directory: Path, member: str, pid: int | None = None) -> None:
+        self.directory = directory
+        self.member = member
+        self.pid = os.getpid() if pid is None else pid
+        self.description = f"the file {directory / STATE_FILE}"
+        self._path = directory / STATE_FILE
+        self._seen = self._stamp()
+
+    async def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    async def aclose(self) -> None:
+        (self.directory / f"{_APPLIED_PREFIX}{self.pid}.json").unlink(missing_ok=True)
+
+    async def read(self) -> dict[str, ModelRecord]:
+        return _records(self._load())
+
+    async def write(self, model: str, fields: Mapping[str, str]) -> ModelRecord:
+        return await asyncio.to_thread(self._write, model, fields)
+
+    def _write(self, model: str, fields: Mapping[str, str]) -> ModelRecord:
+        with self._locked():
+            document = self._load()
+            models = document.setdefault("models", {})
+            record = {**models.get(model, {}), **fields}
+            generation = int(record.get("generation", 0)) + 1
+            record["generation"] = generation
+            models[model] = record
+            _replace(self._path, orjson.dumps(document))
+        return ModelRecord.from_fields(generation, record)
+
+    async def report(self, applied: Applied) -> None:
+        document = {"member": applied.member, "generations": dict(applied.generations)}
+        _replace(self.directory / f"{_APPLIED_PREFIX}{self.pid}.json", orjson.dumps(document))
+
+    async def applied(self) -> list[Applied]:
+        found: list[Applied] = []
+        for path in sorted(self.directory.glob(f"{_APPLIED_PREFIX}*.json")):
+            pid = path.name.removeprefix(_APPLIED_PREFIX).removesuffix(".json")
+            if not (pid.isdigit() and _alive(int(pid))):
+                continue  # a worker killed outright leaves its file behind
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                document = orjson.loads(path.read_bytes())
+                found.append(Applied(str(document["member"]), dict(document["generations"])))
+        return found
+
+    async def wait_changed(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            stamp = self._stamp()
+            if stamp != self._seen:
+                self._seen = stamp
+                return
+            await asyncio.sleep(_POLL_S)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            document = orjson.loads(self._path.read_bytes())
+        except FileNotFoundError:
+            return {"models": {}}
+        return document if isinstance(document, dict) else {"models": {}}
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            info = self._path.stat()
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_ino)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.directory / _LOCK_FILE, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _records(document: dict[str, Any]) -> dict[str, ModelRecord]:
+    records: dict[str, ModelRecord] = {}
+    for name, fields in document.get("models", {}).items():
+        generation = int(fields.get("generation", 0))
+        records[name] = ModelRecord.from_fields(generation, fields)
+    return records
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` in one step: readers see the old file or the new one."""
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    aside.write_bytes(data)
+    os.replace(aside, path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

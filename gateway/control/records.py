@@ -1,0 +1,59 @@
+"""What the control state holds: per model, its runtime changes and their generation.
+
+A model without a record serves as its ``model.toml`` says (generation 0). Each
+change sets some fields of the record and moves it to the next generation; a worker
+applies the whole latest record, so one that was away is up to date at once,
+whatever it missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """``routing``: the routing that overrides model.toml's (its JSON form), or None
+    for model.toml's own. ``loaded``: False while the model is unloaded."""
+
+    generation: int = 0
+    routing: Mapping[str, Any] | None = None
+    loaded: bool = True
+
+    def fields(self) -> dict[str, str]:
+        """The record without its generation, as strings (what the stores keep)."""
+        return {**routing_field(self.routing), **loaded_field(self.loaded)}
+
+    @classmethod
+    def from_fields(cls, generation: int, fields: Mapping[str, str]) -> ModelRecord:
+        routing = fields.get("routing") or ""
+        return cls(
+            generation=generation,
+            routing=orjson.loads(routing) if routing else None,
+            loaded=fields.get("loaded", "1") != "0",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generation": self.generation, "routing": self.routing, "loaded": self.loaded}
+
+
+def routing_field(routing: Mapping[str, Any] | None) -> dict[str, str]:
+    """A change of routing (None: model.toml's again), as ``ControlStore.write`` takes it."""
+    return {"routing": "" if routing is None else orjson.dumps(routing).decode()}
+
+
+def loaded_field(loaded: bool) -> dict[str, str]:
+    """A change to loaded (True) or unloaded (False), as ``ControlStore.write`` takes it."""
+    return {"loaded": "1" if loaded else "0"}
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one worker (``member``: replica/pid) has applied: generation by model."""
+
+    member: str
+    generations: Mapping[str, int]
