@@ -49,6 +49,7 @@ class FileControlStore:
         return await asyncio.to_thread(self._write, model, fields)
 
     def _write(self, model: str, fields: Mapping[str, str]) -> ModelRecord:
+        self.directory.mkdir(parents=True, exist_ok=True)
         with self._locked():
             document = self._load()
             models = document.setdefault("models", {})

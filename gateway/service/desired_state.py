@@ -1,7 +1,7 @@
 """StateFollower: makes this worker serve the desired state (SPEC 11), and says so.
 
 It reads the control state when a change is announced and at least every
-``interval_s``, applies each model record whose generation is newer than the one it
+``interval_s``, applies each model record whose generation differs from the one it
 applied last (load or unload, then the runtime routing or model.toml's again), and
 reports the generations it has applied, which ``GET /admin/state`` shows. The
 request path never reads the control state: applying a change swaps the registry's
@@ -52,7 +52,9 @@ class StateFollower:
         async with self._lock:
             records = await self.store.read()
             for name, record in records.items():
-                if record.generation > self.applied.get(name, 0):
+                # != rather than >: a control state that lost its data (a Redis restarted
+                # without persistence) counts again from 1, and its changes still apply
+                if record.generation != self.applied.get(name, 0):
                     await self._apply(name, record)
                     self.applied[name] = record.generation
             if not self.synced:
