@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gateway.control.records import Applied, ModelRecord
+from gateway.control.records import Applied, ModelRecord, new_change
 
 STATE_FILE = "control-state.json"
 _LOCK_FILE = "control.lock"
@@ -53,7 +53,7 @@ class FileControlStore:
         with self._locked():
             document = self._load()
             models = document.setdefault("models", {})
-            record = {**models.get(model, {}), **fields}
+            record = {**models.get(model, {}), **fields, "change": new_change()}
             generation = int(record.get("generation", 0)) + 1
             record["generation"] = generation
             models[model] = record

@@ -8,6 +8,7 @@ whatever it missed.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +24,11 @@ class ModelRecord:
     generation: int = 0
     routing: Mapping[str, Any] | None = None
     loaded: bool = True
+    change: str = ""  # the id of the change that made this generation (see new_change)
 
     def fields(self) -> dict[str, str]:
         """The record without its generation, as strings (what the stores keep)."""
-        return {**routing_field(self.routing), **loaded_field(self.loaded)}
+        return {**routing_field(self.routing), **loaded_field(self.loaded), "change": self.change}
 
     @classmethod
     def from_fields(cls, generation: int, fields: Mapping[str, str]) -> ModelRecord:
@@ -35,10 +37,18 @@ class ModelRecord:
             generation=generation,
             routing=orjson.loads(routing) if routing else None,
             loaded=fields.get("loaded", "1") != "0",
+            change=fields.get("change", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
         return {"generation": self.generation, "routing": self.routing, "loaded": self.loaded}
+
+
+def new_change() -> str:
+    """A fresh id for a change. Followers compare it, not only the generation: a control
+    state that lost its data (a Redis restarted without persistence) counts generations
+    from 1 again, and its generation 1 is not the generation 1 applied before."""
+    return uuid.uuid4().hex
 
 
 def routing_field(routing: Mapping[str, Any] | None) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import orjson
 from redis.exceptions import RedisError
 
-from gateway.control.records import Applied, ModelRecord
+from gateway.control.records import Applied, ModelRecord, new_change
 from gateway.errors import ControlUnavailable
 from gateway.redis_client import connect, is_cluster_url, redacted
 
@@ -98,7 +98,7 @@ class RedisControlStore:
 
     async def write(self, model: str, fields: Mapping[str, str]) -> ModelRecord:
         keys = [NAMES_KEY, model_key(model)]
-        pairs = [part for item in fields.items() for part in item]
+        pairs = [part for item in {**fields, "change": new_change()}.items() for part in item]
         flat = await self._call(self._client.eval(_WRITE, len(keys), *keys, model, CHANNEL, *pairs))
         row = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
         return ModelRecord.from_fields(int(row.get("generation", 0)), row)

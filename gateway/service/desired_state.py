@@ -1,7 +1,7 @@
 """StateFollower: makes this worker serve the desired state (SPEC 11), and says so.
 
 It reads the control state when a change is announced and at least every
-``interval_s``, applies each model record whose generation differs from the one it
+``interval_s``, applies each model record made by another change than the one it
 applied last (load or unload, then the runtime routing or model.toml's again), and
 reports the generations it has applied, which ``GET /admin/state`` shows. The
 request path never reads the control state: applying a change swaps the registry's
@@ -42,6 +42,7 @@ class StateFollower:
         self.member = member
         self.interval_s = interval_s
         self.applied: dict[str, int] = {}  # generation applied, by model
+        self._changes: dict[str, str] = {}  # the change id of each of those
         self.synced = False  # the state has been read and applied at least once
         self._lock = asyncio.Lock()
         self._warned = -_WARN_EVERY_S
@@ -52,11 +53,12 @@ class StateFollower:
         async with self._lock:
             records = await self.store.read()
             for name, record in records.items():
-                # != rather than >: a control state that lost its data (a Redis restarted
-                # without persistence) counts again from 1, and its changes still apply
-                if record.generation != self.applied.get(name, 0):
+                # the change id, not only the generation: a control state that lost its
+                # data (a Redis restarted without persistence) counts from 1 again
+                if record.change != self._changes.get(name, ""):
                     await self._apply(name, record)
                     self.applied[name] = record.generation
+                    self._changes[name] = record.change
             if not self.synced:
                 log.info("control state applied from %s", self.store.description)
             self.synced = True

@@ -161,6 +161,8 @@ def compose_settings(redis_url: str, models: Path) -> tuple[dict[str, str], list
 
     def here(value: str) -> str:
         value = value.replace("redis://redis:6379/0", redis_url)
+        # the control state's database: the same server, database 1
+        value = value.replace("redis://redis:6379/1", redis_url.rsplit("/", 1)[0] + "/1")
         return (
             str(models) + value.removeprefix("/models") if value.startswith("/models/") else value
         )

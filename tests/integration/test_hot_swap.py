@@ -107,10 +107,8 @@ def test_repository_load_and_unload(swap_gateway: RunningGateway) -> None:
     url = swap_gateway.url
     index = httpx.post(f"{url}/v2/repository/index", headers=AUTH).json()
     assert {"name": "fixed", "version": "1", "state": "READY", "reason": ""} in index
-    assert httpx.post(f"{url}/v2/repository/models/fixed/unload", headers=AUTH).json() == {
-        "name": "fixed",
-        "unloaded": True,
-    }
+    unloaded = httpx.post(f"{url}/v2/repository/models/fixed/unload", headers=AUTH).json()
+    assert unloaded == {"name": "fixed", "unloaded": True, "generation": 1}
     assert httpx.get(f"{url}/v2/models/fixed/ready").status_code == 503
     ready = httpx.post(f"{url}/v2/repository/index", headers=AUTH, json={"ready": True}).json()
     assert [row["name"] for row in ready] == ["pair"]

@@ -75,6 +75,7 @@ def test_routing_api_reads_validates_and_applies(http: httpx.Client) -> None:
         "model": "pair",
         "weights": {"1": 70.0, "2": 30.0},
         "sticky_key": "x-user-id",
+        "generation": current["generation"],  # what earlier tests changed
     }
     for bad, message in [
         ({"weights": {"1": 50, "9": 50}}, "version 9 is not loaded"),
@@ -109,9 +110,9 @@ def test_routing_api_reads_validates_and_applies(http: httpx.Client) -> None:
                 for _ in range(4)
             }
             assert len(versions) == 1  # sticky by the value of input 'a'
-    finally:
-        restore = {k: v for k, v in current.items() if k != "model"}
-        http.put("/admin/models/pair/routing", headers=AUTH, json=restore)
+    finally:  # back to model.toml's routing
+        reset = http.delete("/admin/models/pair/routing", headers=AUTH)
+        assert reset.json()["weights"] == current["weights"]
 
 
 def test_routing_api_needs_the_token_and_a_known_model(http: httpx.Client) -> None:
