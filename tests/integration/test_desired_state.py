@@ -57,6 +57,9 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPro
     root = _repository(tmp / "models")
     with serving(_args(root, "--workers", "2"), tmp / "gateway.log") as gateway:
         yield gateway
+        # SIGTERM: the supervisor stops its workers too (a SIGKILL would orphan them)
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(timeout=60) == 0
 
 
 def _versions(url: str, count: int = FRESH) -> Counter[str]:
