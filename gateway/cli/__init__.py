@@ -42,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("directory", type=Path, help="the model repository")
 
+    profile = commands.add_parser("profile", help="reference profiles for drift monitoring")
+    profile_commands = profile.add_subparsers(dest="profile_command", required=True)
+    build = profile_commands.add_parser(
+        "build", help="write a version's profile.json from a sample of its inputs"
+    )
+    build.add_argument("data", type=Path, help="the sample: CSV, JSONL or .npy")
+    build.add_argument("--model-repository", type=Path, default=Path("models"))
+    build.add_argument("--model", required=True)
+    build.add_argument("--version", type=int, required=True, dest="model_version")
+    build.add_argument("--bins", type=int, default=10, help="quantile bins per column")
+
     features = commands.add_parser("features", help="manage model features in Redis")
     feature_commands = features.add_subparsers(dest="features_command", required=True)
     load = feature_commands.add_parser(
@@ -71,7 +82,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "features":
         return _load_features(args)
+    if args.command == "profile":
+        return _build_profile(args)
     return _check(args.directory)
+
+
+def _build_profile(args: argparse.Namespace) -> int:
+    from gateway.cli.profile import build_version_profile
+    from gateway.errors import ConfigError
+    from gateway.logs import configure_logging
+
+    configure_logging("error", "text")
+    if not 2 <= args.bins <= 100:
+        print(f"gateway profile build: --bins must be 2 to 100, got {args.bins}", file=sys.stderr)
+        return 2
+    try:
+        _, summary = build_version_profile(
+            args.data, args.model_repository, args.model, args.model_version, args.bins
+        )
+    except ConfigError as exc:
+        print(f"gateway profile build: {exc}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -43,6 +43,7 @@ ALLOWED: Mapping[str, Set[str]] = {
     "routing": SHARED,
     "features": {"protocol", "redis_client"} | SHARED,
     "control": {"redis_client"} | SHARED,
+    "monitoring": SHARED,
     "repository": {"routing", "features", "batching", "protocol", "packages"} | SHARED,
     "service": {"control", "repository", "routing", "features", "batching", "protocol", "metrics"}
     | SHARED,

@@ -1,0 +1,146 @@
+"""Drift monitoring's pure parts: PSI against hand-computed values, profiles built and
+read back, and the batch binner agreeing with numpy's searchsorted."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from gateway.errors import ConfigError
+from gateway.monitoring.binning import Binner
+from gateway.monitoring.profile import (
+    ColumnProfile,
+    Profile,
+    bin_fractions,
+    build_profile,
+    load_profile,
+)
+from gateway.monitoring.psi import FLOOR, psi, psi_by_column
+
+
+def test_psi_matches_a_hand_computed_value() -> None:
+    reference = np.array([0.25, 0.25, 0.5])
+    observed = np.array([50, 25, 25])  # fractions 0.5, 0.25, 0.25
+    by_hand = (0.5 - 0.25) * math.log(0.5 / 0.25) + 0 + (0.25 - 0.5) * math.log(0.25 / 0.5)
+    assert psi(reference, observed) == pytest.approx(by_hand)  # 0.3466
+    assert psi(reference, np.array([25, 25, 50])) == pytest.approx(0.0)
+    assert psi(reference, np.zeros(3)) == 0.0  # no rows yet
+
+
+def test_an_empty_bin_weighs_through_the_floor() -> None:
+    value = psi(np.array([1.0, 0.0]), np.array([9, 1]))
+    expected = (0.9 - 1.0) * math.log(0.9 / 1.0) + (0.1 - FLOOR) * math.log(0.1 / FLOOR)
+    assert value == pytest.approx(expected)
+
+
+def test_psi_by_column_equals_psi_of_each_column() -> None:
+    reference = np.array([0.5, 0.5, 0.2, 0.3, 0.5])
+    observed = np.array([10, 30, 5, 5, 0])
+    offsets = np.array([0, 2, 5])
+    both = psi_by_column(reference, observed, offsets)
+    assert both[0] == pytest.approx(psi(reference[:2], observed[:2]))
+    assert both[1] == pytest.approx(psi(reference[2:], observed[2:]))
+
+
+def test_a_built_profile_has_quantile_and_categorical_columns(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sample: dict[str, np.ndarray] = {
+        "x": rng.normal(size=(5000, 2)).astype(np.float32),
+        "label": rng.integers(0, 3, size=5000),
+        "text": np.array([b"a"] * 5000, dtype=object),  # no columns
+    }
+    profile = build_profile(sample)
+    assert [c.name for c in profile.columns] == ["x[0]", "x[1]", "label"]
+    x0, _, label = profile.columns
+    assert x0.kind == "quantile" and len(x0.edges) == 11  # min, 9 deciles, past the max
+    assert x0.reference[0] == 0 and x0.reference[-1] == 0  # nothing below or above
+    assert all(f == pytest.approx(0.1, abs=0.01) for f in x0.reference[1:-1])
+    assert label.kind == "categorical" and label.edges == (-0.5, 0.5, 1.5, 2.5)
+    assert sum(label.reference) == pytest.approx(1.0)
+    path = tmp_path / "profile.json"
+    profile.save(path)
+    assert load_profile(path) == profile
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (b"{not json", "not JSON"),
+        (b'{"format": 2, "rows": 1, "columns": []}', '"format": 1'),
+        (
+            b'{"format": 1, "rows": 1, "columns": [{"name": "a", "tensor": "a", "index": 0,'
+            b' "edges": [2, 1], "reference": [0, 1, 0]}]}',
+            "edges must be increasing",
+        ),
+        (
+            b'{"format": 1, "rows": 1, "columns": [{"name": "a", "tensor": "a", "index": 0,'
+            b' "edges": [1, 2], "reference": [0.5, 0.5]}]}',
+            "2 edges make 3 bins, but reference has 2 fractions",
+        ),
+        (
+            b'{"format": 1, "rows": 1, "columns": [{"name": "a", "tensor": "a", "index": 0,'
+            b' "edges": [1, 2], "reference": [0.5, 0.5, 0.5]}]}',
+            "sum to 1",
+        ),
+    ],
+)
+def test_a_bad_profile_says_what_is_wrong(tmp_path: Path, document: bytes, message: str) -> None:
+    path = tmp_path / "profile.json"
+    path.write_bytes(document)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_profile(path)
+
+
+def _profile(edges: list[list[float]]) -> Profile:
+    columns = tuple(
+        ColumnProfile(f"x[{i}]", "x", i, "quantile", tuple(e), (1.0,) + (0.0,) * len(e))
+        for i, e in enumerate(edges)
+    )
+    return Profile(1, columns)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    edges=st.lists(
+        st.lists(st.floats(-100, 100), min_size=1, max_size=8, unique=True).map(sorted),
+        min_size=1,
+        max_size=5,
+    ),
+    data=st.data(),
+)
+def test_the_binner_agrees_with_searchsorted(edges: list[list[float]], data: st.DataObject) -> None:
+    columns = len(edges)
+    values = data.draw(
+        hnp.arrays(
+            np.float64,
+            (data.draw(st.integers(1, 20)), columns),
+            elements=st.floats(allow_nan=True, allow_infinity=True),
+        )
+    )
+    binner = Binner(_profile(edges))
+    expected = np.zeros(binner.size, dtype=np.int64)
+    for j, column_edges in enumerate(edges):
+        bins = np.searchsorted(np.asarray(column_edges), values[:, j], side="right")
+        np.add.at(expected, binner.offsets[j] + bins, 1)
+    np.testing.assert_array_equal(binner.counts({"x": values}), expected)
+
+
+def test_the_binner_skips_what_it_cannot_bin() -> None:
+    binner = Binner(_profile([[0.0, 1.0], [0.0]]))
+    assert binner.counts({}).sum() == 0
+    assert binner.counts({"x": np.zeros((3, 1))}).sum() == 0  # not the profiled shape
+    assert binner.counts({"x": np.zeros((3, 2))}).sum() == 6
+
+
+def test_reference_fractions_bin_like_the_binner() -> None:
+    column = np.array([0.0, 0.5, 1.0, 2.0, np.nan])
+    fractions = bin_fractions(column, (0.0, 1.0))
+    assert fractions == (0.0, 0.4, 0.6)  # [0,1): 0.0, 0.5; from 1 up: 1.0, 2.0, nan
+    orjson.dumps(fractions)
