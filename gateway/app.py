@@ -33,6 +33,7 @@ from gateway.repository.watcher import RepositoryWatcher
 from gateway.routing.shadow import ShadowScheduler
 from gateway.service import InferenceService, ModelCatalog
 from gateway.service.desired_state import StateFollower
+from gateway.service.drift import DriftExchange, DriftMonitor
 from gateway.service.feature_wiring import FeatureWiring, describe_source, open_store
 from gateway.workers import WorkerGroup
 
@@ -81,6 +82,7 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                     group.report_every(1.0, lambda: registry.state.ready and follower.synced)
                 )
                 stack.push_async_callback(_cancel, reporting)
+            drift = _monitor_drift(stack, metrics, registry, shared_dir)
             yield {
                 "service": InferenceService(
                     registry,
@@ -88,7 +90,9 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                     shadows,
                     logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
                 ),
-                "catalog": ModelCatalog(follower, None if group is None else group.all_ready),
+                "catalog": ModelCatalog(
+                    follower, None if group is None else group.all_ready, drift
+                ),
                 "metrics": metrics,
                 "max_body_bytes": settings.max_body_bytes,
                 "read_timeout": settings.read_timeout,
@@ -139,6 +143,30 @@ async def _follow_the_desired_state(
     following = asyncio.get_running_loop().create_task(follower.run())
     stack.push_async_callback(_cancel, following)
     return follower
+
+
+def _monitor_drift(
+    stack: AsyncExitStack, metrics: Metrics, registry: ModelRegistry, shared_dir: Path | None
+) -> DriftMonitor:
+    """The drift figures for /metrics and the admin API; with several workers, each
+    shares its window totals every second so that any worker's figures cover all."""
+    exchange = DriftExchange(shared_dir) if shared_dir is not None else None
+    monitor = DriftMonitor(registry, exchange)
+    metrics.drift_source = lambda: (
+        (model, version, figures.rows, figures.psi, figures.score)
+        for model, version, figures in monitor.figures()
+    )
+    if exchange is not None:
+
+        async def share() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                exchange.publish(registry)
+
+        sharing = asyncio.get_running_loop().create_task(share())
+        stack.callback(exchange.forget)
+        stack.push_async_callback(_cancel, sharing)
+    return monitor
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

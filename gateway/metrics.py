@@ -1,16 +1,11 @@
-"""Every Prometheus metric the gateway exports, defined on an injected registry.
-
-Labels name the version that actually answered, never the one asked for.
-
-On the request path, counts go into plain Python numbers (``Tally``, ``Spread``):
-no label lookup, no lock, no bucket scan. They are moved into prometheus_client's
-own metric values whenever the registry is read (``flush``), so the exposition is
-prometheus_client's. All of it runs on the event loop thread.
-
-With several worker processes (``shared_dir``), prometheus_client keeps every value
-in a file per process in that directory, and ``render`` answers the sum over all of
-them; each worker then flushes on a timer too (``flush_every``), since a scrape
-reaches only one of them.
+"""Every Prometheus metric the gateway exports, defined on an injected registry (the
+drift gauges: ``drift_metrics``). Labels name the version that answered, never the one
+asked for. On the request path, counts go into plain Python numbers (``Tally``,
+``Spread``): no label lookup, no lock, no bucket scan; ``flush`` moves them into
+prometheus_client's metric values whenever the registry is read. All of it runs on the
+event loop thread. With several worker processes (``shared_dir``), prometheus_client
+keeps every value in a file per process there, ``render`` answers the sum over all of
+them, and each worker flushes on a timer too (``flush_every``): a scrape reaches one.
 """
 
 from __future__ import annotations
@@ -29,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from gateway import __version__
+from gateway.drift_metrics import DriftCollector, DriftSource
 from gateway.tallies import Spread, Tally
 
 T = TypeVar("T", Tally, Spread)
@@ -71,6 +67,7 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.shared_dir = shared_dir
+        self.drift_source: DriftSource | None = None  # set by the app: see drift_metrics
         # gauges: summed over live workers (depth), or the same in each of them (info)
         self.build_info = Gauge(
             "gateway_build_info",
@@ -325,11 +322,14 @@ class Metrics:
 
     def render(self) -> bytes:
         self.flush()
-        if self.shared_dir is None:
-            return generate_latest(self.registry)
-        every_worker = CollectorRegistry()
-        MultiProcessCollector(every_worker, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
-        return generate_latest(every_worker)
+        registry = self.registry
+        if self.shared_dir is not None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
+        text = generate_latest(registry)
+        if self.drift_source is not None:
+            text += generate_latest(DriftCollector(self.drift_source))
+        return text
 
 
 class BatchMetrics:

@@ -159,6 +159,11 @@ async def delete_routing(request: Request) -> Response:
 
 
 @guarded
+async def drift(request: Request) -> Response:
+    return json_response(_catalog(request).drift(request.path_params["model"]))
+
+
+@guarded
 async def control_state(request: Request) -> Response:
     return json_response(await _catalog(request).state())
 

@@ -28,5 +28,6 @@ ROUTES = [
     Route("/admin/models/{model}/routing", admin.get_routing, methods=["GET"]),
     Route("/admin/models/{model}/routing", admin.put_routing, methods=["PUT"]),
     Route("/admin/models/{model}/routing", admin.delete_routing, methods=["DELETE"]),
+    Route("/admin/models/{model}/drift", admin.drift, methods=["GET"]),
     Route("/admin/state", admin.control_state, methods=["GET"]),
 ]

@@ -29,6 +29,8 @@ class _TensorBins:
 class Binner:
     def __init__(self, profile: Profile) -> None:
         self.names = [column.name for column in profile.columns]
+        self.tensor_of = [column.tensor for column in profile.columns]
+        self.edges_of = [column.edges for column in profile.columns]
         sizes = [len(column.edges) + 1 for column in profile.columns]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.reference = np.concatenate([np.asarray(c.reference) for c in profile.columns])

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from gateway.errors import ConfigError
+from gateway.protocol.signature import Signature
 
 PROFILE_FILE = "profile.json"
 FORMAT = 1
@@ -124,6 +125,26 @@ def bin_fractions(column: np.ndarray, edges: Sequence[float]) -> tuple[float, ..
 def _bins(column: np.ndarray, edges: np.ndarray) -> np.ndarray:
     # NaN sorts past every edge: the last bin, with what lies above the reference
     return np.searchsorted(edges, column, side="right")
+
+
+def check_profile(profile: Profile, signature: Signature, path: Path) -> None:
+    """ConfigError unless every column names a numeric input or output of the model (a
+    ``Signature``) and a position its rows have."""
+    tensors = {spec.name: spec for spec in (*signature.inputs, *signature.outputs)}
+    for column in profile.columns:
+        spec = tensors.get(column.tensor)
+        if spec is None or spec.datatype == "BYTES":
+            raise ConfigError(
+                f"{path}: column {column.name!r} is of {column.tensor!r}, which is not a "
+                f"numeric input or output of the model (it has {', '.join(sorted(tensors))})"
+            )
+        trailing = spec.shape[1:]
+        width = math.prod(trailing) if all(d >= 0 for d in trailing) else None
+        if width is not None and column.index >= width:
+            raise ConfigError(
+                f"{path}: column {column.name!r} is position {column.index} of "
+                f"{column.tensor!r}, whose rows hold {width} values"
+            )
 
 
 def load_profile(path: Path) -> Profile:

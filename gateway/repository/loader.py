@@ -7,8 +7,10 @@ rule throughout: nothing that fails to load replaces something that serves.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
@@ -16,6 +18,10 @@ from gateway.batching.observer import BatchObserver
 from gateway.errors import ConfigError
 from gateway.features.lookup import FeatureLookup
 from gateway.features.section import FeaturesSection
+from gateway.monitoring.binning import Binner
+from gateway.monitoring.profile import PROFILE_FILE, check_profile, load_profile
+from gateway.monitoring.section import MonitoringSection
+from gateway.monitoring.window import DriftWindow
 from gateway.protocol.signature import Signature
 from gateway.repository.layout import ModelDir
 from gateway.repository.served import ServedModel
@@ -251,7 +257,10 @@ class ModelLoader:
         )
         log.info("loaded model %s version %d on %s", entry.name, number, ", ".join(model.providers))
         observer = self._observer.batch_observer(entry.name, number) if self._observer else None
-        return ModelVersion(info, config, model, observer)
+        drift, problem = _drift_window(path.parent, config.monitoring, model.signature)
+        if problem is not None:
+            log.warning("model %s version %d: %s", entry.name, number, problem)
+        return ModelVersion(info, config, model, observer, drift, problem)
 
     def _prepare_features(
         self, entry: ModelDir, section: FeaturesSection | None, previous: ServedModel | None
@@ -323,6 +332,22 @@ def check_features(section: FeaturesSection, signature: Signature) -> None:
         raise ConfigError(
             f"[features] entity_input and fields must not be model inputs, but {taken} are"
         )
+
+
+def _drift_window(
+    directory: Path, section: MonitoringSection, signature: Signature
+) -> tuple[DriftWindow | None, str | None]:
+    """The version's drift window, if it has a profile.json and monitoring is on; a
+    profile that cannot be used is reported (and the version serves unmonitored)."""
+    path = directory / PROFILE_FILE
+    if not section.enabled or not path.exists():
+        return None, None
+    try:
+        profile = load_profile(path)
+        check_profile(profile, signature, path)
+    except ConfigError as exc:
+        return None, f"{exc}; serving without drift monitoring"
+    return DriftWindow(Binner(profile), section.window_s, section.min_rows, time.monotonic), None
 
 
 def _describe(signature: Signature) -> str:

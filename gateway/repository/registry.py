@@ -312,6 +312,8 @@ class ModelRegistry:
                 reason = served.failures.get(number, "")
                 if state == "READY" and served.error:
                     reason = served.error
+                elif state == "READY":  # serving, but perhaps without drift monitoring
+                    reason = served.versions[number].drift_problem or ""
                 rows.append(
                     {"name": name, "version": str(number), "state": state, "reason": reason}
                 )

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError
 from gateway.features.section import FeaturesSection
+from gateway.monitoring.section import MonitoringSection
 from gateway.routing.section import RoutingSection
 from gateway.validation import Problem, Section, describe
 
@@ -70,6 +71,7 @@ class ModelConfig(Section):
     batching: BatchingSection = BatchingSection()
     routing: RoutingSection = RoutingSection()
     features: FeaturesSection | None = None
+    monitoring: MonitoringSection = MonitoringSection()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from gateway.batching.queue import BatchQueue
 from gateway.batching.request import PendingInputs
 from gateway.batching.ticket import Ticket
 from gateway.errors import ModelNotReady
+from gateway.monitoring.window import DriftWindow
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig
@@ -62,8 +63,14 @@ class ModelVersion:
         config: ModelConfig,
         model: OnnxModel,
         observer: BatchObserver | None = None,
+        drift: DriftWindow | None = None,
+        drift_problem: str | None = None,
     ) -> None:
+        """``drift``: the window this version's batches are binned into (its profile.json
+        and [monitoring] allow it); ``drift_problem``: why it has none, if it should."""
         self.info = info
+        self.drift = drift
+        self.drift_problem = drift_problem
         self.config = config
         self.signature: Signature = model.signature
         self.label = str(info.version)
@@ -144,4 +151,17 @@ class ModelVersion:
             )
             return failed
         # a plain future: no coroutine or task per batch
-        return self._threads.submit(instance, self._model.run, instance, inputs, output_names)
+        if self.drift is None:
+            return self._threads.submit(instance, self._model.run, instance, inputs, output_names)
+        return self._threads.submit(instance, self._run_observed, instance, inputs, output_names)
+
+    def _run_observed(
+        self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
+    ) -> list[np.ndarray]:
+        """Run the batch, then bin its inputs and outputs (on the inference thread, where
+        the batch already is: the event loop never pays for it)."""
+        outputs = self._model.run(instance, inputs, output_names)
+        drift = self.drift
+        if drift is not None:
+            drift.observe({**inputs, **dict(zip(output_names, outputs, strict=True))})
+        return outputs

@@ -18,17 +18,22 @@ from gateway.repository.registry import ModelRegistry
 from gateway.repository.served import ServedModel, parse_version
 from gateway.routing.plan import RoutePlan
 from gateway.service.desired_state import StateFollower
+from gateway.service.drift import DriftMonitor
 
 JsonObject = dict[str, Any]
 
 
 class ModelCatalog:
     def __init__(
-        self, follower: StateFollower, peers_ready: Callable[[], bool] | None = None
+        self,
+        follower: StateFollower,
+        peers_ready: Callable[[], bool] | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         """``peers_ready``: whether every worker process of this gateway is ready (None:
-        this process is the only one)."""
+        this process is the only one). ``drift``: the drift figures (SPEC 12)."""
         self.follower = follower
+        self.drift_monitor = drift or DriftMonitor(follower.registry)
         self.registry: ModelRegistry = follower.registry
         self._peers_ready = peers_ready
 
@@ -139,6 +144,11 @@ class ModelCatalog:
         await self.follower.store.write(name, routing_field(None))
         await self._follow()
         return self._routing(self.registry.model(name))
+
+    def drift(self, name: str) -> JsonObject:
+        """Per version: its window's rows and each column's PSI against its profile, and
+        between live versions, the PSI of their outputs (404 for an unknown model)."""
+        return self.drift_monitor.report(name)
 
     async def state(self) -> JsonObject:
         """The desired state and what each worker (replica/pid) has applied of it."""

@@ -36,16 +36,27 @@ ALLOWED: Mapping[str, Set[str]] = {
     "tallies": set(),
     "packages": set(),
     "redis_client": set(),
-    "metrics": {"tallies"} | SHARED,
+    "drift_metrics": set(),
+    "metrics": {"tallies", "drift_metrics"} | SHARED,
     "workers": {"metrics"} | SHARED,
     "protocol": SHARED,
     "batching": SHARED,
     "routing": SHARED,
     "features": {"protocol", "redis_client"} | SHARED,
     "control": {"redis_client"} | SHARED,
-    "monitoring": SHARED,
-    "repository": {"routing", "features", "batching", "protocol", "packages"} | SHARED,
-    "service": {"control", "repository", "routing", "features", "batching", "protocol", "metrics"}
+    "monitoring": {"protocol"} | SHARED,
+    "repository": {"routing", "features", "monitoring", "batching", "protocol", "packages"}
+    | SHARED,
+    "service": {
+        "control",
+        "repository",
+        "routing",
+        "features",
+        "monitoring",
+        "batching",
+        "protocol",
+        "metrics",
+    }
     | SHARED,
     "http": {"service", "protocol", "metrics"} | SHARED - {"validation"},
     "app": {
@@ -64,7 +75,8 @@ ALLOWED: Mapping[str, Set[str]] = {
     }
     | SHARED,
     "server": {"app", "http", "protocol", "metrics", "workers"} | SHARED,
-    "cli": {"server", "service", "repository", "features", "protocol", "packages"} | SHARED,
+    "cli": {"server", "service", "repository", "features", "monitoring", "protocol", "packages"}
+    | SHARED,
     "__main__": {"cli"},
 }
 
@@ -248,7 +260,7 @@ def test_starlette_only_in_the_http_layer_and_app() -> None:
 
 
 def test_prometheus_only_in_metrics() -> None:
-    assert _where("prometheus_client") == {"metrics.py", "tallies.py"}
+    assert _where("prometheus_client") == {"metrics.py", "tallies.py", "drift_metrics.py"}
 
 
 def test_environment_read_only_by_config() -> None:
