@@ -14,6 +14,7 @@ the checked-in examples in place.  It writes::
     DIR/fraud/model.toml
     DIR/fraud/1/model.onnx       GradientBoosting on a synthetic per-user table
     DIR/fraud/entities.csv       the first 1,000 users of that table (no label)
+    DIR/*/N/profile.json         each version's drift profile, from its training inputs
 
 Why this script exists rather than just the binaries: the .onnx files are
 artefacts, and reviewers must be able to see (and reproduce) exactly how they
@@ -654,6 +655,28 @@ def write_toml(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8", newline="\n")
 
 
+def write_profiles(out: Path) -> None:
+    """Each version's profile.json (drift monitoring's reference, SPEC 12), from the
+    inputs it was trained on, as ``gateway profile build`` makes it."""
+    from tempfile import TemporaryDirectory
+
+    from gateway.cli.profile import build_version_profile
+
+    digits_x, _, _, _ = digits_split()
+    fraud_x, fraud_y = fraud_population(FRAUD_N_USERS, FRAUD_DATA_SEED)
+    fraud_train, _, _, _ = train_test_split(
+        fraud_x, fraud_y, test_size=TEST_SIZE, stratify=fraud_y, random_state=FRAUD_SPLIT_SEED
+    )
+    with TemporaryDirectory() as scratch:
+        samples = {"digits": Path(scratch) / "digits.npy", "fraud": Path(scratch) / "fraud.npy"}
+        np.save(samples["digits"], digits_x.astype(np.float32))
+        np.save(samples["fraud"], fraud_train.astype(np.float32))
+        for model, versions in (("digits", (1, 2)), ("fraud", (1,))):
+            for version in versions:
+                _, summary = build_version_profile(samples[model], out, model, version, 10)
+                print(summary)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -662,8 +685,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path(__file__).resolve().parent,
         help="model repository root to write into (default: this script's folder)",
     )
+    parser.add_argument(
+        "--profiles-only",
+        action="store_true",
+        help="only (re)write each version's profile.json, from the same training data",
+    )
     args = parser.parse_args(argv)
     out: Path = args.out
+    if args.profiles_only:
+        write_profiles(out)
+        return 0
     write_toml(out / "digits" / "model.toml", DIGITS_TOML)  # fraud's: build_fraud
 
     # One BLAS/OpenMP thread: multi-threaded reductions may sum in a different
@@ -671,6 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # weights in the last bits and hence the bytes of the exported models.
     with threadpool_limits(limits=1):
         reports = build_digits(out) + build_fraud(out)
+    write_profiles(out)
 
     print("\nsummary:")
     for r in reports:

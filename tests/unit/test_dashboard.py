@@ -9,6 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from gateway.drift_metrics import DriftCollector
 from gateway.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "gateway-dashboard.json"
@@ -31,6 +34,10 @@ def _exported() -> dict[str, set[str]]:
         for series in names:
             if series == name or series.startswith(name + "_"):
                 names[series] |= set(labelnames) | ({"le"} if series.endswith("_bucket") else set())
+    # the drift gauges are worked out when scraped (gateway.drift_metrics)
+    sample = DriftCollector(lambda: [("m", "1", 1, {"c": 0.0}, 0.0)])
+    for family in sample.collect():
+        names[family.name] = set(family.samples[0].labels)
     return names
 
 
@@ -89,3 +96,22 @@ def test_panels_do_not_overlap() -> None:
         }
         assert not cells & taken, panel["title"]
         taken |= cells
+
+
+RULES = DASHBOARD.parents[1] / "prometheus" / "drift-rules.yaml"
+
+
+def test_drift_rules_name_exported_metrics_and_alert_at_the_documented_levels() -> None:
+    exported = _exported()
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    recorded = {rule["record"] for rule in rules if "record" in rule}
+    for rule in rules:
+        for name in re.findall(r"\bgateway_[a-z_]+", rule["expr"]):
+            assert name in exported, name
+        for name in re.findall(r"\b[a-z_]+:[a-z_]+:[a-z]+\b", rule["expr"]):
+            assert name in recorded, name
+    alerts = {rule["alert"]: rule for rule in rules if "alert" in rule}
+    assert "> 0.1" in alerts["GatewayInputDriftModerate"]["expr"]
+    assert "> 0.25" in alerts["GatewayInputDrift"]["expr"]
+    assert all(">= 500" in rule["expr"] for rule in alerts.values())  # only with rows

@@ -23,6 +23,7 @@ from gateway.monitoring.profile import (
     load_profile,
 )
 from gateway.monitoring.psi import FLOOR, psi, psi_by_column
+from gateway.monitoring.window import DriftWindow
 
 
 def test_psi_matches_a_hand_computed_value() -> None:
@@ -144,3 +145,36 @@ def test_reference_fractions_bin_like_the_binner() -> None:
     fractions = bin_fractions(column, (0.0, 1.0))
     assert fractions == (0.0, 0.4, 0.6)  # [0,1): 0.0, 0.5; from 1 up: 1.0, 2.0, nan
     orjson.dumps(fractions)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_window_forgets_what_is_older_than_window_s() -> None:
+    clock = FakeClock()
+    binner = Binner(_profile([[0.0, 1.0]]))
+    window = DriftWindow(binner, window_s=10.0, min_rows=3, now=clock)
+    window.observe({"x": np.zeros((2, 1))})
+    assert window.totals()[1] == 2 and not window.figures().enough
+    clock.now += 5
+    window.observe({"x": np.full((2, 1), 5.0)})  # above the reference: drift
+    figures = window.figures()
+    assert figures.rows == 4 and figures.enough and figures.psi["x[0]"] > 0.25
+    clock.now += 6  # the first batch is now older than the window
+    assert window.totals()[1] == 2
+    clock.now += 10
+    assert window.totals()[1] == 0
+
+
+def test_figures_add_other_workers_totals() -> None:
+    binner = Binner(_profile([[0.0, 1.0]]))
+    window = DriftWindow(binner, window_s=60.0, min_rows=10, now=FakeClock())
+    window.observe({"x": np.zeros((4, 1))})
+    other = (np.array([0, 8, 0]), 8)
+    figures = window.figures([other])
+    assert figures.rows == 12 and figures.enough
