@@ -11,11 +11,16 @@ Classes (run a subset by naming them after the options, or by tag with ``-T``):
 - ``V1PredictUser`` (tag ``v1``): digits, TF-Serving ``:predict`` rows;
 - ``FeatureUser`` (tag ``features``): fraud by entity id only (features looked up);
 - ``StickyABUser`` (tag ``ab``): each simulated user sends its own id in the sticky
-  header; a reply from another version than the user's first is a failure.
+  header; a reply from another version than the user's first is a failure;
+- ``DriftUser`` (tag ``drift``): fraud by feature vector, the users of the entities
+  file, with one field scaled up more and more over the run: drift monitoring's
+  PSI for that column rises (``/admin/models/fraud/drift``, ``gateway_drift_psi``).
 
 Options: ``--entities-file`` (ids for FeatureUser, default models/fraud/entities.csv),
 ``--ab-model`` (default digits), ``--sticky-header`` (default x-user-id; the model's
-``[routing] sticky_key``). Images and ids are drawn with a fixed seed per user.
+``[routing] sticky_key``), ``--drift-field`` (default balance), ``--drift-factor``
+(default 3: the field's final scale) and ``--drift-ramp-s`` (default 60: seconds to
+reach it). Images and ids are drawn with a fixed seed per user.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import csv
 import itertools
 import random
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,11 @@ def _options(parser: Any) -> None:
     parser.add_argument("--ab-model", default="digits", help="model for StickyABUser")
     parser.add_argument(
         "--sticky-header", default="x-user-id", help="the model's [routing] sticky_key header"
+    )
+    parser.add_argument("--drift-field", default="balance", help="the field DriftUser scales")
+    parser.add_argument("--drift-factor", type=float, default=3.0, help="its final scale")
+    parser.add_argument(
+        "--drift-ramp-s", type=float, default=60.0, help="seconds until it reaches it"
     )
 
 
@@ -209,3 +220,51 @@ class StickyABUser(_GatewayUser):
                 self.version = version
             elif version != self.version:
                 response.failure(f"user-{self.number} moved from v{self.version} to v{version}")
+
+
+FRAUD_FIELDS = ["age", "account_age_days", "balance", "txn_count_7d", "avg_txn_amount"]
+FRAUD_FIELDS += ["chargebacks_90d"]
+
+
+class DriftUser(_GatewayUser):
+    """The fraud model's own population, with one field drifting: its scale goes from 1
+    to ``--drift-factor`` over ``--drift-ramp-s`` seconds, then stays there."""
+
+    _rows: list[list[float]] = []
+
+    def on_start(self) -> None:
+        super().on_start()
+        options = self.environment.parsed_options
+        if not DriftUser._rows:
+            with Path(options.entities_file).open(newline="", encoding="utf-8") as handle:
+                DriftUser._rows = [
+                    [float(row[f]) for f in FRAUD_FIELDS] for row in csv.DictReader(handle)
+                ]
+        self.column = FRAUD_FIELDS.index(options.drift_field)
+        self.started = time.monotonic()
+
+    @tag("drift")
+    @task
+    def infer_drifting(self) -> None:
+        options = self.environment.parsed_options
+        progress = min((time.monotonic() - self.started) / options.drift_ramp_s, 1.0)
+        scale = 1.0 + progress * (options.drift_factor - 1.0)
+        rows = [list(self.rng.choice(self._rows)) for _ in range(8)]
+        for row in rows:
+            row[self.column] *= scale
+        body = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "features",
+                        "datatype": "FP32",
+                        "shape": [len(rows), len(FRAUD_FIELDS)],
+                        "data": [value for row in rows for value in row],
+                    }
+                ]
+            }
+        )
+        with self.client.post(
+            "/v2/models/fraud/infer", data=body, name="v2 fraud drifting", catch_response=True
+        ) as response:
+            _check(response, "drift")

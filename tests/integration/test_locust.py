@@ -24,6 +24,7 @@ SCENARIOS = {
     "V1PredictUser": "v1 predict digits",
     "FeatureUser": "v2 fraud by user id",
     "StickyABUser": "v2 sticky a/b",
+    "DriftUser": "v2 fraud drifting",
 }
 
 
@@ -59,7 +60,7 @@ def run_locust(url: str, out: Path, *selection: str, users: int = 5) -> dict[str
 def test_every_scenario_runs_without_failures(
     locust_gateway: RunningGateway, tmp_path: Path
 ) -> None:
-    stats = run_locust(locust_gateway.url, tmp_path, *SCENARIOS)
+    stats = run_locust(locust_gateway.url, tmp_path, *SCENARIOS, users=len(SCENARIOS))
     for name in SCENARIOS.values():
         assert int(stats[name]["Request Count"]) > 0, name
         assert int(stats[name]["Failure Count"]) == 0, name
