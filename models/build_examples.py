@@ -158,9 +158,7 @@ def fraud_population(n_users: int, seed: int) -> tuple[FloatArray, IntArray]:
     age = np.clip(np.rint(rng.normal(41.0, 14.0, n_users)), 18, 90)
     # Heavy-tailed tenure (median ~1.5 years); an account cannot be much
     # older than the customer's adult life.
-    account_age_days = np.minimum(
-        np.rint(rng.gamma(1.3, 600.0, n_users)), (age - 18) * 365 + 30
-    )
+    account_age_days = np.minimum(np.rint(rng.gamma(1.3, 600.0, n_users)), (age - 18) * 365 + 30)
     # Balances are log-normal: median ~2,000, long right tail.
     balance = np.round(rng.lognormal(7.6, 1.5, n_users), 2)
     # Over-dispersed weekly activity (gamma-Poisson mixture, mean ~8).
@@ -169,9 +167,9 @@ def fraud_population(n_users: int, seed: int) -> tuple[FloatArray, IntArray]:
     amounts = np.round(rng.lognormal(3.8, 0.9, n_users), 2)
     avg_txn_amount = np.where(txn_count_7d > 0, amounts, 0.0)
     # Charge-backs are rare, and more common on brand-new accounts.
-    chargebacks_90d = rng.poisson(
-        0.05 + 0.25 * np.exp(-account_age_days / 180.0)
-    ).astype(np.float64)
+    chargebacks_90d = rng.poisson(0.05 + 0.25 * np.exp(-account_age_days / 180.0)).astype(
+        np.float64
+    )
 
     logit = (
         -1.5
@@ -673,7 +671,10 @@ def write_profiles(out: Path) -> None:
         np.save(samples["fraud"], fraud_train.astype(np.float32))
         for model, versions in (("digits", (1, 2)), ("fraud", (1,))):
             for version in versions:
-                _, summary = build_version_profile(samples[model], out, model, version, 10)
+                # later versions reuse the first one's edges: the drift report compares
+                # the versions' outputs bin by bin
+                like = versions[0] if version != versions[0] else None
+                _, summary = build_version_profile(samples[model], out, model, version, 10, like)
                 print(summary)
 
 

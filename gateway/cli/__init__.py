@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--model", required=True)
     build.add_argument("--version", type=int, required=True, dest="model_version")
     build.add_argument("--bins", type=int, default=10, help="quantile bins per column")
+    build.add_argument(
+        "--edges-from",
+        type=int,
+        default=None,
+        metavar="VERSION",
+        help="reuse that version's bin edges, so the two versions' outputs can be compared",
+    )
 
     features = commands.add_parser("features", help="manage model features in Redis")
     feature_commands = features.add_subparsers(dest="features_command", required=True)
@@ -98,7 +105,12 @@ def _build_profile(args: argparse.Namespace) -> int:
         return 2
     try:
         _, summary = build_version_profile(
-            args.data, args.model_repository, args.model, args.model_version, args.bins
+            args.data,
+            args.model_repository,
+            args.model,
+            args.model_version,
+            args.bins,
+            args.edges_from,
         )
     except ConfigError as exc:
         print(f"gateway profile build: {exc}", file=sys.stderr)

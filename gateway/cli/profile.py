@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from gateway.errors import ConfigError
-from gateway.monitoring.profile import PROFILE_FILE, build_profile
+from gateway.monitoring.profile import PROFILE_FILE, build_profile, load_profile
 from gateway.protocol.datatypes import NUMPY_DTYPES
 from gateway.protocol.signature import Signature, TensorSpec
 from gateway.repository.session import OnnxModel
@@ -29,9 +29,19 @@ _CHUNK = 1024
 
 
 def build_version_profile(
-    data: Path, repository: Path, model: str, version: int, bins: int
+    data: Path,
+    repository: Path,
+    model: str,
+    version: int,
+    bins: int,
+    edges_from: int | None = None,
 ) -> tuple[Path, str]:
-    """Write the profile of ``model`` version ``version``; its path and a summary."""
+    """Write the profile of ``model`` version ``version``; its path and a summary.
+    ``edges_from``: another version whose profile's bin edges to reuse (so the drift
+    report can compare the two versions' outputs)."""
+    like = None
+    if edges_from is not None:
+        like = load_profile(repository / model / str(edges_from) / PROFILE_FILE)
     directory = repository / model / str(version)
     onnx_file = directory / "model.onnx"
     if not onnx_file.is_file():
@@ -42,7 +52,7 @@ def build_version_profile(
     inputs = read_sample(data, session.signature, config)
     rows = next(iter(inputs.values())).shape[0]
     outputs = _run(session, inputs, rows)
-    profile = build_profile({**inputs, **outputs}, bins)
+    profile = build_profile({**inputs, **outputs}, bins, like)
     path = directory / PROFILE_FILE
     profile.save(path)
     summary = (

@@ -78,9 +78,16 @@ def column_names(tensor: str, shape: Sequence[int]) -> list[str]:
     return [f"{tensor}[{i}]" for i in range(count)]
 
 
-def build_profile(tensors: Mapping[str, np.ndarray], bins: int = DEFAULT_BINS) -> Profile:
+def build_profile(
+    tensors: Mapping[str, np.ndarray],
+    bins: int = DEFAULT_BINS,
+    like: Profile | None = None,
+) -> Profile:
     """The profile of a sample: ``tensors`` maps each numeric input and output name to
-    its values, rows first (BYTES and other non-numeric tensors are left out)."""
+    its values, rows first (BYTES and other non-numeric tensors are left out). ``like``:
+    another version's profile whose edges columns of the same name reuse, so that the
+    two versions' live distributions can be compared bin by bin."""
+    same = {column.name: column for column in like.columns} if like is not None else {}
     columns: list[ColumnProfile] = []
     rows = 0
     for tensor, values in tensors.items():
@@ -90,7 +97,8 @@ def build_profile(tensors: Mapping[str, np.ndarray], bins: int = DEFAULT_BINS) -
         matrix = values.reshape(values.shape[0], -1).astype(np.float64)
         for index, name in enumerate(column_names(tensor, values.shape[1:])):
             column = matrix[:, index]
-            kind, edges = _edges(column, bins)
+            shared = same.get(name)
+            kind, edges = (shared.kind, shared.edges) if shared else _edges(column, bins)
             reference = bin_fractions(column, edges)
             columns.append(ColumnProfile(name, tensor, index, kind, edges, reference))
     if len(columns) > MAX_COLUMNS:

@@ -178,3 +178,11 @@ def test_figures_add_other_workers_totals() -> None:
     other = (np.array([0, 8, 0]), 8)
     figures = window.figures([other])
     assert figures.rows == 12 and figures.enough
+
+
+def test_a_profile_can_reuse_another_versions_edges() -> None:
+    rng = np.random.default_rng(1)
+    first = build_profile({"y": rng.normal(size=(1000, 2))})
+    second = build_profile({"y": rng.normal(2.0, 1.0, size=(1000, 2))}, like=first)
+    assert [c.edges for c in second.columns] == [c.edges for c in first.columns]
+    assert second.columns[0].reference != first.columns[0].reference  # its own fractions
