@@ -163,5 +163,14 @@ class ModelVersion:
         outputs = self._model.run(instance, inputs, output_names)
         drift = self.drift
         if drift is not None:
-            drift.observe({**inputs, **dict(zip(output_names, outputs, strict=True))})
+            try:
+                drift.observe({**inputs, **dict(zip(output_names, outputs, strict=True))})
+            except Exception:  # monitoring must never fail a batch that ran
+                self.drift = None
+                log.exception(
+                    "model %s version %d: drift monitoring failed and is off for this "
+                    "version until it reloads",
+                    self.info.model,
+                    self.info.version,
+                )
         return outputs

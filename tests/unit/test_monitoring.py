@@ -3,8 +3,11 @@ read back, and the batch binner agreeing with numpy's searchsorted."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import orjson
@@ -24,6 +27,10 @@ from gateway.monitoring.profile import (
 )
 from gateway.monitoring.psi import FLOOR, psi, psi_by_column
 from gateway.monitoring.window import DriftWindow
+from gateway.repository.session import OnnxModel
+from gateway.repository.spec import ModelConfig, RuntimeSection
+from gateway.repository.version import ModelVersion, VersionInfo
+from tests import onnx_models
 
 
 def test_psi_matches_a_hand_computed_value() -> None:
@@ -186,3 +193,31 @@ def test_a_profile_can_reuse_another_versions_edges() -> None:
     second = build_profile({"y": rng.normal(2.0, 1.0, size=(1000, 2))}, like=first)
     assert [c.edges for c in second.columns] == [c.edges for c in first.columns]
     assert second.columns[0].reference != first.columns[0].reference  # its own fractions
+
+
+class BrokenWindow:
+    def observe(self, arrays: Mapping[str, np.ndarray]) -> None:
+        raise RuntimeError("a bug in binning")
+
+
+def test_a_failure_in_monitoring_never_fails_the_batch(tmp_path: Path) -> None:
+    """The batch's answer stands; monitoring turns itself off for the version."""
+    model_file = onnx_models.write_model(tmp_path, "sum", 1, onnx_models.scaled_sum(1.0))
+    model = OnnxModel(model_file, RuntimeSection())
+    info = VersionInfo("sum", 1, model_file, model.sha256, tuple(model.providers))
+    version = ModelVersion(info, ModelConfig(), model, drift=cast(DriftWindow, BrokenWindow()))
+
+    async def main() -> list[np.ndarray]:
+        version.start()
+        try:
+            inputs: dict[str, np.ndarray] = {
+                "a": np.ones((1, 4), np.float32),
+                "b": np.ones((1, 4), np.int64),
+            }
+            return await version.run(inputs, ["sum"])
+        finally:
+            await version.aclose()
+
+    (total,) = asyncio.run(main())
+    np.testing.assert_allclose(total, [[2.0, 2.0, 2.0, 2.0]])
+    assert version.drift is None
