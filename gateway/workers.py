@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gateway.metrics import worker_gone, workers_with_gauges
+from gateway.processes import alive
 
 _READY_PREFIX = "ready-"
 
@@ -68,12 +69,12 @@ class WorkerGroup:
         return len(self._ready_pids()) >= self.size
 
     def _ready_pids(self) -> list[int]:
-        return [pid for pid in self._marked_pids() if _alive(pid)]
+        return [pid for pid in self._marked_pids() if alive(pid)]
 
     def _dead_pids(self) -> set[int]:
         # a worker killed outright leaves its mark and its live gauges behind
         pids = set(self._marked_pids()) | workers_with_gauges(self.directory)
-        return {pid for pid in pids if pid != self.pid and not _alive(pid)}
+        return {pid for pid in pids if pid != self.pid and not alive(pid)}
 
     def _marked_pids(self) -> list[int]:
         pids = []
@@ -85,13 +86,3 @@ class WorkerGroup:
     def _forget(self, pid: int) -> None:
         (self.directory / f"{_READY_PREFIX}{pid}").unlink(missing_ok=True)
         worker_gone(self.directory, pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.control.records import Applied, ModelRecord, new_change
+from gateway.processes import alive
 
 STATE_FILE = "control-state.json"
 _LOCK_FILE = "control.lock"
@@ -68,7 +69,7 @@ class FileControlStore:
         found: list[Applied] = []
         for path in sorted(self.directory.glob(f"{_APPLIED_PREFIX}*.json")):
             pid = path.name.removeprefix(_APPLIED_PREFIX).removesuffix(".json")
-            if not (pid.isdigit() and _alive(int(pid))):
+            if not (pid.isdigit() and alive(int(pid))):
                 continue  # a worker killed outright leaves its file behind
             with contextlib.suppress(OSError, orjson.JSONDecodeError):
                 document = orjson.loads(path.read_bytes())
@@ -122,13 +123,3 @@ def _replace(path: Path, data: bytes) -> None:
     aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     aside.write_bytes(data)
     os.replace(aside, path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

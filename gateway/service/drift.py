@@ -20,6 +20,7 @@ import orjson
 
 from gateway.monitoring.psi import DRIFT, MODERATE, psi
 from gateway.monitoring.window import DriftFigures
+from gateway.processes import alive
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.version import ModelVersion
 
@@ -52,7 +53,7 @@ class DriftExchange:
         key = _key(version)
         for path in self.directory.glob(f"{_PREFIX}*.json"):
             pid = path.name.removeprefix(_PREFIX).removesuffix(".json")
-            if not pid.isdigit() or int(pid) == self.pid or not _alive(int(pid)):
+            if not pid.isdigit() or int(pid) == self.pid or not alive(int(pid)):
                 continue
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 saved = orjson.loads(path.read_bytes())[key]
@@ -164,13 +165,3 @@ def _monitored(registry: ModelRegistry) -> Iterator[ModelVersion]:
 
 def _key(version: ModelVersion) -> str:
     return f"{version.info.model}/{version.info.version}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -58,20 +58,23 @@ def drift_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningG
     stop_gateway(running)
 
 
+def _body(rows: np.ndarray) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "name": "features",
+                "datatype": "FP32",
+                "shape": list(rows.shape),
+                "data": rows.ravel().tolist(),
+            }
+        ]
+    }
+
+
 def _send(url: str, model: str, features: np.ndarray) -> None:
     with httpx.Client(base_url=url, timeout=30) as http:
         for start in range(0, len(features), 50):
-            part = features[start : start + 50]
-            body = {
-                "inputs": [
-                    {
-                        "name": "features",
-                        "datatype": "FP32",
-                        "shape": list(part.shape),
-                        "data": part.ravel().tolist(),
-                    }
-                ]
-            }
+            body = _body(features[start : start + 50])
             assert http.post(f"/v2/models/{model}/infer", json=body).status_code == 200
 
 
@@ -179,17 +182,7 @@ def test_figures_cover_every_worker(tmp_path: Path) -> None:
     args = ["--model-repository", str(root), "--admin-token", TOKEN, "--workers", "2"]
     with serving(args, tmp_path / "gateway.log") as gateway:
         for start in range(0, 400, 50):  # a connection per request: both workers serve
-            part = users[start : start + 50]
-            body = {
-                "inputs": [
-                    {
-                        "name": "features",
-                        "datatype": "FP32",
-                        "shape": list(part.shape),
-                        "data": part.ravel().tolist(),
-                    }
-                ]
-            }
+            body = _body(users[start : start + 50])
             response = httpx.post(f"{gateway.url}/v2/models/fraud/infer", json=body, timeout=30)
             assert response.status_code == 200
         deadline = time.monotonic() + 15
