@@ -23,10 +23,12 @@ from gateway.monitoring.profile import (
     Profile,
     bin_fractions,
     build_profile,
+    check_profile,
     load_profile,
 )
 from gateway.monitoring.psi import FLOOR, psi, psi_by_column
 from gateway.monitoring.window import DriftWindow
+from gateway.protocol.signature import Signature, TensorSpec
 from gateway.repository.session import OnnxModel
 from gateway.repository.spec import ModelConfig, RuntimeSection
 from gateway.repository.version import ModelVersion, VersionInfo
@@ -221,3 +223,26 @@ def test_a_failure_in_monitoring_never_fails_the_batch(tmp_path: Path) -> None:
     (total,) = asyncio.run(main())
     np.testing.assert_allclose(total, [[2.0, 2.0, 2.0, 2.0]])
     assert version.drift is None
+
+
+SIGNATURE = Signature(
+    inputs=(TensorSpec("x", "FP32", (-1, 2)), TensorSpec("ids", "BYTES", (-1,))),
+    outputs=(TensorSpec("y", "FP32", (-1,)),),
+)
+
+
+@pytest.mark.parametrize(
+    ("tensor", "index", "message"),
+    [
+        ("nope", 0, "'nope', which is not a numeric input or output of the model"),
+        ("ids", 0, "'ids', which is not a numeric input or output"),
+        ("x", 2, "is position 2 of 'x', whose rows hold 2 values"),
+    ],
+)
+def test_a_profile_that_does_not_fit_the_model_says_why(
+    tensor: str, index: int, message: str
+) -> None:
+    column = ColumnProfile(f"{tensor}[{index}]", tensor, index, "quantile", (0.0,), (0.5, 0.5))
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        check_profile(Profile(1, (column,)), SIGNATURE, Path("profile.json"))
+    check_profile(Profile(1, ()), SIGNATURE, Path("profile.json"))  # an empty one fits
