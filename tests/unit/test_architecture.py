@@ -46,6 +46,7 @@ ALLOWED: Mapping[str, Set[str]] = {
     "features": {"protocol", "redis_client"} | SHARED,
     "control": {"redis_client", "processes"} | SHARED,
     "monitoring": {"protocol"} | SHARED,
+    "rollout": SHARED,
     "repository": {"routing", "features", "monitoring", "batching", "protocol", "packages"}
     | SHARED,
     "service": {

@@ -1,0 +1,154 @@
+"""Rollouts without HTTP: the plan checked as a whole, each step judged on its figures,
+and the state machine from shadow through the steps to promotion or rollback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.errors import InvalidRequest
+from gateway.rollout.judge import StepFigures, judge
+from gateway.rollout.machine import RolloutState, abort, advance
+from gateway.rollout.spec import Gates, RolloutSpec
+
+GOOD = StepFigures(
+    requests=500,
+    errors=1,
+    canary_p99_s=0.011,
+    stable_p99_s=0.010,
+    shadow_runs=500,
+    disagreements=2,
+    psi=0.01,
+)
+
+
+def test_the_documented_body_parses_with_its_defaults() -> None:
+    spec = RolloutSpec.from_json(
+        {
+            "version": 3,
+            "shadow_s": 60,
+            "steps": [5, 25, 50, 100],
+            "interval_s": 60,
+            "gates": {"max_error_rate": 0.01, "max_p99_ratio": 1.5, "min_requests": 200},
+        }
+    )
+    assert spec.steps == [5, 25, 50, 100] and spec.gates.max_psi == 0.25
+    assert RolloutSpec.from_json({"version": 2}).gates == Gates()
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([1, 2], "a rollout is a JSON object"),
+        ({}, "version: Field required"),
+        ({"version": 2, "steps": [25, 5]}, "steps must rise"),
+        ({"version": 2, "steps": [50, 150]}, "in (0, 100]"),
+        ({"version": 2, "steps": []}, "steps: List should have at least 1 item"),
+        ({"version": 2, "interval_s": -1}, "interval_s: Input should be greater than 0"),
+        ({"version": 2, "shadow_s": -5}, "shadow_s: Input should be greater than or equal to 0"),
+        ({"version": 2, "gates": {"max_latency": 1}}, "gates.max_latency: unknown key"),
+        ({"version": 2, "speed": "fast"}, "speed: unknown key (expected one of version"),
+    ],
+)
+def test_invalid_bodies_say_what_is_wrong(document: Any, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        RolloutSpec.from_json(document)
+    assert message in caught.value.message
+
+
+def test_a_good_step_passes_and_reports_every_gate() -> None:
+    evaluation = judge(Gates(), GOOD)
+    assert evaluation.verdict == "pass" and evaluation.failed == []
+    values = {gate.name: gate.value for gate in evaluation.gates}
+    assert values["error_rate"] == pytest.approx(0.002)
+    assert values["p99_ratio"] == pytest.approx(1.1)
+    assert values["disagreement"] == pytest.approx(0.004)
+    assert values["psi"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("change", "gate"),
+    [
+        ({"errors": 50}, "error_rate"),
+        ({"canary_p99_s": 0.02}, "p99_ratio"),
+        ({"disagreements": 400}, "disagreement"),
+        ({"psi": 0.9}, "psi"),
+    ],
+)
+def test_each_gate_fails_the_step(change: dict[str, Any], gate: str) -> None:
+    evaluation = judge(Gates(), _with(change))
+    assert evaluation.verdict == "fail" and evaluation.failed == [gate]
+
+
+def _with(change: dict[str, Any]) -> StepFigures:
+    fields = {
+        name: getattr(GOOD, name)
+        for name in (
+            "requests",
+            "errors",
+            "canary_p99_s",
+            "stable_p99_s",
+            "shadow_runs",
+            "disagreements",
+            "psi",
+        )
+    }
+    return StepFigures(**{**fields, **change})
+
+
+def test_too_few_requests_extend_and_unknown_figures_are_not_judged() -> None:
+    assert judge(Gates(), _with({"requests": 10, "errors": 10})).verdict == "extend"
+    unknown = StepFigures(requests=300, errors=0)
+    evaluation = judge(Gates(), unknown)
+    assert evaluation.verdict == "pass"
+    assert [g.value for g in evaluation.gates if g.name != "error_rate"] == [None, None, None]
+
+
+SPEC = RolloutSpec(version=2, shadow_s=10, steps=[25, 100], interval_s=5)
+
+
+def test_a_good_canary_goes_from_shadow_through_every_step_to_promotion() -> None:
+    state = RolloutState.begin("digits", 1, SPEC, now=0.0)
+    assert state.phase == "shadowing" and state.weight == 0
+    assert state.routing() == {"weights": {"1": 100, "2": 0}, "shadow": {"version": 2}}
+    assert advance(state, 9.9, GOOD) == (state, None)  # not yet due
+    state, judged = advance(state, 10.0, GOOD)
+    assert (
+        judged is not None and judged.phase == "shadowing" and judged.evaluation.verdict == "pass"
+    )
+    assert (state.phase, state.step, state.weight) == ("stepping", 0, 25)
+    assert state.routing() == {"weights": {"1": 75, "2": 25}, "shadow": {"version": 2}}
+    state, _ = advance(state, 15.0, GOOD)
+    assert state.weight == 100
+    # at 100% the stable version gets a shadow copy, for the gates to compare with
+    assert state.routing() == {"weights": {"1": 0, "2": 100}, "shadow": {"version": 1}}
+    state, _ = advance(state, 20.0, GOOD)
+    assert state.phase == "promoted" and state.finished and len(state.history) == 3
+    assert state.routing() == {"weights": {"1": 0, "2": 100}}
+    assert advance(state, 99.0, GOOD) == (state, None)
+
+
+def test_a_bad_canary_is_rolled_back_at_the_first_evaluation_that_sees_it() -> None:
+    state = RolloutState.begin("digits", 1, SPEC, now=0.0)
+    state, _ = advance(state, 10.0, GOOD)
+    state, judged = advance(state, 15.0, _with({"disagreements": 400, "psi": 0.8}))
+    assert state.phase == "rolled_back" and state.weight == 0
+    assert judged is not None and judged.evaluation.failed == ["disagreement", "psi"]
+    assert state.routing() == {"weights": {"1": 100, "2": 0}}
+
+
+def test_a_quiet_step_is_extended_not_judged() -> None:
+    state = RolloutState.begin("digits", 1, RolloutSpec(version=2, shadow_s=0, interval_s=5), 0.0)
+    assert state.phase == "stepping" and state.deadline == 5.0
+    state, judged = advance(state, 5.0, _with({"requests": 3}))
+    assert judged is not None and judged.evaluation.verdict == "extend"
+    assert (state.step, state.started, state.deadline) == (0, 0.0, 10.0)
+
+
+def test_an_abort_returns_traffic_at_once() -> None:
+    state = RolloutState.begin("digits", 1, SPEC, now=0.0)
+    state, _ = advance(state, 10.0, GOOD)
+    aborted = abort(state, 11.0)
+    assert aborted.phase == "aborted" and aborted.routing() == {"weights": {"1": 100, "2": 0}}
+    assert abort(aborted, 12.0) is aborted
