@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from gateway.control.records import Applied, ModelRecord, new_change
 from gateway.processes import alive
 
 STATE_FILE = "control-state.json"
+LEASES_FILE = "control-leases.json"
 _LOCK_FILE = "control.lock"
 _APPLIED_PREFIX = "control-applied-"
 _POLL_S = 0.05  # how often wait_changed looks at the file: well inside the 1 s promise
@@ -60,6 +62,34 @@ class FileControlStore:
             models[model] = record
             _replace(self._path, orjson.dumps(document))
         return ModelRecord.from_fields(generation, record)
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        return await asyncio.to_thread(self._hold, name, holder, ttl_s)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await asyncio.to_thread(self._hold, name, holder, None)
+
+    def _hold(self, name: str, holder: str, ttl_s: float | None) -> bool:
+        """Under the lock: take or renew (``ttl_s``), or give back (None). The expiry is
+        on the monotonic clock, which every process of one machine shares."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / LEASES_FILE
+        with self._locked():
+            try:
+                leases = orjson.loads(path.read_bytes())
+            except (FileNotFoundError, orjson.JSONDecodeError):
+                leases = {}
+            now = time.monotonic()
+            current = leases.get(name)
+            free = current is None or current["until"] <= now or current["holder"] == holder
+            if not free:
+                return False
+            if ttl_s is None:
+                leases.pop(name, None)
+            else:
+                leases[name] = {"holder": holder, "until": now + ttl_s}
+            _replace(path, orjson.dumps(leases))
+            return True
 
     async def report(self, applied: Applied) -> None:
         document = {"member": applied.member, "generations": dict(applied.generations)}

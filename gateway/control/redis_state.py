@@ -6,6 +6,8 @@ live in one slot and a change stays one atomic script call:
 - ``gateway:{gateway-control}:models``: the set of model names with a record;
 - ``gateway:{gateway-control}:model:NAME``: a hash of ``generation``, ``routing``
   (JSON, empty for model.toml's) and ``loaded``;
+- ``gateway:{gateway-control}:lease:NAME``: who holds a lease (a rollout's
+  controller), expiring unless renewed;
 - ``gateway:{gateway-control}:applied:MEMBER``: the generations one worker
   (``replica/pid``) has applied, expiring unless it says so again (every 0.5 s), and
   ``gateway:{gateway-control}:members``, the set of those workers.
@@ -52,6 +54,25 @@ redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[1] .. ' ' .. generation)
 return redis.call('HGETALL', KEYS[2])
 """
+
+
+# KEYS: the lease; ARGV: holder, ttl in ms (0: give it back). 1 if the holder has it.
+_LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+
+
+def lease_key(name: str) -> str:
+    return f"{_TAG}:lease:{name}"
 
 
 def model_key(name: str) -> str:
@@ -102,6 +123,14 @@ class RedisControlStore:
         flat = await self._call(self._client.eval(_WRITE, len(keys), *keys, model, CHANNEL, *pairs))
         row = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
         return ModelRecord.from_fields(int(row.get("generation", 0)), row)
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        ttl_ms = str(max(1, round(ttl_s * 1000)))
+        held = await self._call(self._client.eval(_LEASE, 1, lease_key(name), holder, ttl_ms))
+        return bool(held)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._call(self._client.eval(_LEASE, 1, lease_key(name), holder, "0"))
 
     async def report(self, applied: Applied) -> None:
         pipe = self._client.pipeline()

@@ -6,7 +6,9 @@ the whole record as it then stands. Two concurrent changes of one field end as t
 later generation's, never a mix; changes of different fields both hold.
 ``wait_changed`` returns early when another writer announces a change (pub/sub, or
 the file changing); followers re-read on a timer anyway, so a missed announcement
-only delays.
+only delays. ``hold_lease`` takes a named lease, or renews it for its holder, for
+``ttl_s`` seconds, atomically: at most one holder at a time across every worker and
+replica, and a holder that stops renewing (it died) loses it when it runs out.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class ControlStore(Protocol):
     async def report(self, applied: Applied) -> None: ...
     async def applied(self) -> list[Applied]: ...
     async def wait_changed(self, timeout_s: float) -> None: ...
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool: ...
+    async def release_lease(self, name: str, holder: str) -> None: ...
 
 
 def open_control_store(control_url: str | None, directory: Path, member: str) -> ControlStore:

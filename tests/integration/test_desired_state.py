@@ -264,6 +264,12 @@ def test_the_control_state_on_a_redis_cluster(tmp_path: Path) -> None:
             await store.report(Applied("replica/1", {"pair": 2}))
             assert await store.applied() == [Applied("replica/1", {"pair": 2})]
             await store.wait_changed(0.1)  # returns: the timer is the announcement
+            assert await store.hold_lease("rollout:pair", "replica/1", 30.0)
+            assert not await store.hold_lease("rollout:pair", "replica/2", 30.0)
+            await store.release_lease("rollout:pair", "replica/1")
+            assert await store.hold_lease("rollout:pair", "replica/2", 0.2)
+            await asyncio.sleep(0.3)
+            assert await store.hold_lease("rollout:pair", "replica/1", 30.0)
         finally:
             await store.aclose()
 

@@ -154,3 +154,22 @@ def test_a_record_for_a_model_not_here_is_skipped(repository: Path, tmp_path: Pa
             assert registry.model("pair").ready
 
     asyncio.run(main())
+
+
+def test_a_lease_has_one_holder_until_it_runs_out(tmp_path: Path) -> None:
+    async def main() -> None:
+        first = FileControlStore(tmp_path, "a/1", pid=1)
+        second = FileControlStore(tmp_path, "b/2", pid=2)
+        assert await first.hold_lease("rollout:m", "a/1", 30.0)
+        assert await first.hold_lease("rollout:m", "a/1", 0.2)  # renewed, shorter
+        assert not await second.hold_lease("rollout:m", "b/2", 30.0)
+        assert await second.hold_lease("rollout:other", "b/2", 30.0)  # another name
+        await asyncio.sleep(0.3)  # the holder stopped renewing: it died, say
+        assert await second.hold_lease("rollout:m", "b/2", 30.0)
+        assert not await first.hold_lease("rollout:m", "a/1", 30.0)
+        await first.release_lease("rollout:m", "a/1")  # not its lease: nothing happens
+        assert not await first.hold_lease("rollout:m", "a/1", 30.0)
+        await second.release_lease("rollout:m", "b/2")
+        assert await first.hold_lease("rollout:m", "a/1", 30.0)
+
+    asyncio.run(main())
