@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import platform
 import weakref
-from collections.abc import Callable, Iterable, Sized
-from importlib import metadata
+from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -25,6 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from gateway import __version__
 from gateway.drift_metrics import DriftCollector, DriftSource
+from gateway.packages import onnxruntime_version
 from gateway.tallies import Spread, Tally
 
 T = TypeVar("T", Tally, Spread)
@@ -76,7 +76,7 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=self.registry,
         )
-        running = (__version__, platform.python_version(), _onnxruntime_version())
+        running = (__version__, platform.python_version(), onnxruntime_version())
         self.build_info.labels(*running).set(1)
         self.model_info = Gauge(
             "gateway_model_info",
@@ -320,16 +320,26 @@ class Metrics:
         if record[1] is not None:
             record[1].observe(seconds)
 
-    def render(self) -> bytes:
+    def _collected(self) -> CollectorRegistry:
+        """The registry to read, flushed: with several workers, the sum over them all."""
         self.flush()
-        registry = self.registry
-        if self.shared_dir is not None:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
-        text = generate_latest(registry)
+        if self.shared_dir is None:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
+        return registry
+
+    def render(self) -> bytes:
+        text = generate_latest(self._collected())
         if self.drift_source is not None:
             text += generate_latest(DriftCollector(self.drift_source))
         return text
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        """Every sample now, as (name, labels, value): what a rollout's gates read."""
+        for family in self._collected().collect():
+            for sample in family.samples:
+                yield sample.name, sample.labels, sample.value
 
 
 class BatchMetrics:
@@ -388,12 +398,3 @@ def workers_with_gauges(shared_dir: Path) -> set[int]:
         with contextlib.suppress(ValueError):
             pids.add(int(path.stem.rsplit("_", 1)[1]))
     return pids
-
-
-def _onnxruntime_version() -> str:
-    for distribution in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            return metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            continue
-    return "unknown"

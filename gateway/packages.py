@@ -42,3 +42,13 @@ def warn_about_runtime_clash() -> None:
     message = runtime_clash(installed_runtimes())
     if message is not None:
         log.warning(message)
+
+
+def onnxruntime_version() -> str:
+    """The installed onnxruntime's version (either distribution), or "unknown"."""
+    for distribution in RUNTIMES:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"

@@ -38,7 +38,7 @@ ALLOWED: Mapping[str, Set[str]] = {
     "redis_client": set(),
     "processes": set(),
     "drift_metrics": set(),
-    "metrics": {"tallies", "drift_metrics"} | SHARED,
+    "metrics": {"tallies", "drift_metrics", "packages"} | SHARED,
     "workers": {"metrics", "processes"} | SHARED,
     "protocol": SHARED,
     "batching": SHARED,

@@ -3,11 +3,14 @@ and the state machine from shadow through the steps to promotion or rollback."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
 from gateway.errors import InvalidRequest
+from gateway.metrics import Metrics
+from gateway.rollout.figures import counts_of, histogram_quantile, step_figures
 from gateway.rollout.judge import StepFigures, judge
 from gateway.rollout.machine import RolloutState, abort, advance
 from gateway.rollout.spec import Gates, RolloutSpec
@@ -152,3 +155,39 @@ def test_an_abort_returns_traffic_at_once() -> None:
     aborted = abort(state, 11.0)
     assert aborted.phase == "aborted" and aborted.routing() == {"weights": {"1": 100, "2": 0}}
     assert abort(aborted, 12.0) is aborted
+
+
+def test_histogram_quantile_interpolates_within_its_bucket() -> None:
+    cumulative = [(0.01, 50.0), (0.1, 90.0), (1.0, 100.0), (math.inf, 100.0)]
+    assert histogram_quantile(0.5, cumulative) == pytest.approx(0.01)
+    assert histogram_quantile(0.7, cumulative) == pytest.approx(0.01 + 0.09 * 20 / 40)
+    assert histogram_quantile(0.99, cumulative) == pytest.approx(0.1 + 0.9 * 9 / 10)
+    assert histogram_quantile(0.99, [(0.1, 0.0), (math.inf, 0.0)]) is None
+    assert histogram_quantile(0.99, [(0.1, 1.0), (math.inf, 100.0)]) == 0.1  # in +Inf
+
+
+def test_a_steps_figures_are_the_difference_of_two_snapshots_of_the_metrics() -> None:
+    metrics = Metrics()
+    metrics.request_done("m", "1", "v2", 200, 0.010)  # before the step: not counted
+    before = counts_of(metrics.samples(), "m")
+    for _ in range(95):
+        metrics.request_done("m", "2", "v2", 200, 0.004)
+    for _ in range(5):
+        metrics.request_done("m", "2", "v2", 503, 0.004)
+    for _ in range(100):
+        metrics.request_done("m", "1", "v2", 200, 0.020)
+        metrics.request_done("other", "2", "v2", 500, 1.0)  # another model
+    for n in range(40):
+        metrics.shadow_done("m", "1", "2", disagrees=n < 4, max_abs_diff=0.1)
+    after = counts_of(metrics.samples(), "m")
+    figures = step_figures(before, after, canary="2", stable="1", shadowing=False)
+    assert (figures.requests, figures.errors) == (100, 5)
+    assert (figures.shadow_runs, figures.disagreements) == (40, 4)
+    assert figures.canary_p99_s is not None and figures.stable_p99_s is not None
+    assert figures.canary_p99_s < figures.stable_p99_s  # the canary is the faster one
+    shadow = step_figures(before, after, canary="2", stable="1", shadowing=True)
+    assert (shadow.requests, shadow.errors) == (40, 0)  # its shadow runs
+    assert judge(Gates(max_error_rate=0.01, min_requests=50), figures).failed == [
+        "error_rate",
+        "disagreement",
+    ]
