@@ -30,11 +30,13 @@ from gateway.metrics import Metrics
 from gateway.protocol.tensors import quiet_float_casts
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
+from gateway.rollout_metrics import RolloutMetrics
 from gateway.routing.shadow import ShadowScheduler
 from gateway.service import InferenceService, ModelCatalog
 from gateway.service.desired_state import StateFollower
 from gateway.service.drift import DriftExchange, DriftMonitor
 from gateway.service.feature_wiring import FeatureWiring, describe_source, open_store
+from gateway.service.rollouts import RolloutController
 from gateway.workers import WorkerGroup
 
 log = logging.getLogger("gateway.features")
@@ -83,6 +85,9 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 )
                 stack.push_async_callback(_cancel, reporting)
             drift = _monitor_drift(stack, metrics, registry, shared_dir)
+            rollouts = RolloutController(follower, metrics, RolloutMetrics(metrics.registry))
+            controlling = asyncio.get_running_loop().create_task(rollouts.run())
+            stack.push_async_callback(_cancel, controlling)
             yield {
                 "service": InferenceService(
                     registry,
@@ -91,7 +96,7 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                     logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
                 ),
                 "catalog": ModelCatalog(
-                    follower, None if group is None else group.all_ready, drift
+                    follower, None if group is None else group.all_ready, drift, rollouts
                 ),
                 "metrics": metrics,
                 "max_body_bytes": settings.max_body_bytes,

@@ -9,6 +9,7 @@ The tree::
     ├── RequestTimeout (408)         headers or body not received within --read-timeout
     ├── PayloadTooLarge (413)        body over --max-body-bytes
     ├── HeadersTooLarge (431)        request headers over --max-header-bytes
+    ├── RolloutConflict (409)        a rollout for a model that has one running
     ├── QueueFull (429)              a model's queue is full; carries retry_after_s
     ├── ModelNotReady (503)          the model has no loaded version
     │   └── FeatureStoreUnavailable  Redis down or slow, and [features]
@@ -58,6 +59,10 @@ class PayloadTooLarge(GatewayError):
 
 class HeadersTooLarge(GatewayError):
     status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
+class RolloutConflict(GatewayError):
+    status = HTTPStatus.CONFLICT
 
 
 class QueueFull(GatewayError):

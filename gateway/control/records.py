@@ -25,10 +25,12 @@ class ModelRecord:
     routing: Mapping[str, Any] | None = None
     loaded: bool = True
     change: str = ""  # the id of the change that made this generation (see new_change)
+    rollout: Mapping[str, Any] | None = None  # the model's rollout, running or last one
 
     def fields(self) -> dict[str, str]:
         """The record without its generation, as strings (what the stores keep)."""
-        return {**routing_field(self.routing), **loaded_field(self.loaded), "change": self.change}
+        fields = {**routing_field(self.routing), **loaded_field(self.loaded)}
+        return {**fields, **rollout_field(self.rollout), "change": self.change}
 
     @classmethod
     def from_fields(cls, generation: int, fields: Mapping[str, str]) -> ModelRecord:
@@ -38,6 +40,7 @@ class ModelRecord:
             routing=orjson.loads(routing) if routing else None,
             loaded=fields.get("loaded", "1") != "0",
             change=fields.get("change", ""),
+            rollout=orjson.loads(fields["rollout"]) if fields.get("rollout") else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -54,6 +57,11 @@ def new_change() -> str:
 def routing_field(routing: Mapping[str, Any] | None) -> dict[str, str]:
     """A change of routing (None: model.toml's again), as ``ControlStore.write`` takes it."""
     return {"routing": "" if routing is None else orjson.dumps(routing).decode()}
+
+
+def rollout_field(rollout: Mapping[str, Any] | None) -> dict[str, str]:
+    """A rollout's new state, as ``ControlStore.write`` takes it."""
+    return {"rollout": "" if rollout is None else orjson.dumps(rollout).decode()}
 
 
 def loaded_field(loaded: bool) -> dict[str, str]:

@@ -164,6 +164,28 @@ async def drift(request: Request) -> Response:
 
 
 @guarded
+async def start_rollout(request: Request) -> Response:
+    name = request.path_params["model"]
+    catalog = _catalog(request)
+    catalog.require(name)  # 404 before reading the body
+    document = await read_admin_json(request)
+    if document is NO_BODY:
+        raise InvalidRequest('a rollout needs a JSON body like {"version": 2}, got an empty body')
+    return json_response(await catalog.start_rollout(name, document), 201)
+
+
+@guarded
+async def rollout(request: Request) -> Response:
+    return json_response(await _catalog(request).rollout(request.path_params["model"]))
+
+
+@guarded
+async def abort_rollout(request: Request) -> Response:
+    _options(await read_admin_json(request))
+    return json_response(await _catalog(request).abort_rollout(request.path_params["model"]))
+
+
+@guarded
 async def control_state(request: Request) -> Response:
     return json_response(await _catalog(request).state())
 

@@ -29,5 +29,8 @@ ROUTES = [
     Route("/admin/models/{model}/routing", admin.put_routing, methods=["PUT"]),
     Route("/admin/models/{model}/routing", admin.delete_routing, methods=["DELETE"]),
     Route("/admin/models/{model}/drift", admin.drift, methods=["GET"]),
+    Route("/admin/models/{model}/rollout", admin.start_rollout, methods=["POST"]),
+    Route("/admin/models/{model}/rollout", admin.rollout, methods=["GET"]),
+    Route("/admin/models/{model}/rollout", admin.abort_rollout, methods=["DELETE"]),
     Route("/admin/state", admin.control_state, methods=["GET"]),
 ]

@@ -12,10 +12,11 @@ phase by ``shadow_s``) and keeps its figures counting from the phase's start.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
-from gateway.rollout.judge import Evaluation, StepFigures, judge
+from gateway.rollout.judge import Evaluation, GateResult, StepFigures, judge
 from gateway.rollout.spec import RolloutSpec
 
 Phase = Literal["shadowing", "stepping", "promoted", "rolled_back", "aborted"]
@@ -66,9 +67,11 @@ class RolloutState:
         return 100.0 if self.phase == "promoted" else 0.0
 
     def routing(self) -> dict[str, object]:
-        """The routing document this state serves with (a routing PUT's shape). At a
-        100% step the stable version takes no live traffic but a shadow copy of the
-        canary's, so the gates still have it to compare with."""
+        """The routing document this state serves with (a routing PUT's shape): the
+        canary shadows the stable version, then takes its step's share of live traffic
+        (a version taking live traffic cannot also be a shadow). At a 100% step the
+        stable version takes no live traffic but a shadow copy of the canary's, so the
+        gates still have it to compare with."""
         stable, canary = str(self.stable), str(self.canary)
         if self.phase == "shadowing":
             return {"weights": {stable: 100, canary: 0}, "shadow": {"version": self.canary}}
@@ -79,7 +82,68 @@ class RolloutState:
         share = self.weight
         if share >= 100:
             return {"weights": {stable: 0, canary: 100}, "shadow": {"version": self.stable}}
-        return {"weights": {stable: 100 - share, canary: share}, "shadow": {"version": self.canary}}
+        return {"weights": {stable: 100 - share, canary: share}}
+
+
+def to_json(state: RolloutState) -> dict[str, Any]:
+    """The state as the control state keeps it and ``GET .../rollout`` shows it."""
+    return {
+        "model": state.model,
+        "stable": state.stable,
+        "canary": state.canary,
+        "state": state.phase,
+        "weight": state.weight,
+        "step": state.step,
+        "started": state.started,
+        "deadline": state.deadline,
+        "spec": state.spec.model_dump(),
+        "evaluations": [
+            {
+                "at": judged.at,
+                "phase": judged.phase,
+                "step": judged.step,
+                "weight": judged.weight,
+                "verdict": judged.evaluation.verdict,
+                "requests": judged.evaluation.requests,
+                "gates": {
+                    gate.name: {"value": gate.value, "limit": gate.limit, "passed": gate.passed}
+                    for gate in judged.evaluation.gates
+                },
+            }
+            for judged in state.history
+        ],
+    }
+
+
+def from_json(document: Mapping[str, Any]) -> RolloutState:
+    """The state back from ``to_json``'s form."""
+    history = tuple(
+        Judged(
+            at=float(item["at"]),
+            phase=item["phase"],
+            step=int(item["step"]),
+            weight=float(item["weight"]),
+            evaluation=Evaluation(
+                item["verdict"],
+                int(item["requests"]),
+                tuple(
+                    GateResult(name, gate["value"], float(gate["limit"]), bool(gate["passed"]))
+                    for name, gate in item["gates"].items()
+                ),
+            ),
+        )
+        for item in document["evaluations"]
+    )
+    return RolloutState(
+        model=str(document["model"]),
+        stable=int(document["stable"]),
+        spec=RolloutSpec.model_validate(document["spec"]),
+        phase=document["state"],
+        step=int(document["step"]),
+        started=float(document["started"]),
+        deadline=float(document["deadline"]),
+        history=history,
+    )
 
 
 def advance(

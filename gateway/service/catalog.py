@@ -13,12 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.control.records import loaded_field, routing_field
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, ModelNotReady
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.served import ServedModel, parse_version
 from gateway.routing.plan import RoutePlan
 from gateway.service.desired_state import StateFollower
 from gateway.service.drift import DriftMonitor
+from gateway.service.rollouts import RolloutController
 
 JsonObject = dict[str, Any]
 
@@ -29,11 +30,13 @@ class ModelCatalog:
         follower: StateFollower,
         peers_ready: Callable[[], bool] | None = None,
         drift: DriftMonitor | None = None,
+        rollouts: RolloutController | None = None,
     ) -> None:
         """``peers_ready``: whether every worker process of this gateway is ready (None:
         this process is the only one). ``drift``: the drift figures (SPEC 12)."""
         self.follower = follower
         self.drift_monitor = drift or DriftMonitor(follower.registry)
+        self.rollouts = rollouts
         self.registry: ModelRegistry = follower.registry
         self._peers_ready = peers_ready
 
@@ -149,6 +152,22 @@ class ModelCatalog:
         """Per version: its window's rows and each column's PSI against its profile, and
         between live versions, the PSI of their outputs (404 for an unknown model)."""
         return self.drift_monitor.report(name)
+
+    async def start_rollout(self, name: str, document: Any) -> JsonObject:
+        """Start rolling ``document``'s version out (SPEC 13): 400 for a bad plan, 409
+        while another rollout of the model runs."""
+        return await self._rollouts().start(name, document)
+
+    async def rollout(self, name: str) -> JsonObject:
+        return await self._rollouts().status(name)
+
+    async def abort_rollout(self, name: str) -> JsonObject:
+        return await self._rollouts().abort(name)
+
+    def _rollouts(self) -> RolloutController:
+        if self.rollouts is None:
+            raise ModelNotReady("rollouts are not running in this process")
+        return self.rollouts
 
     async def state(self) -> JsonObject:
         """The desired state and what each worker (replica/pid) has applied of it."""

@@ -75,6 +75,8 @@ class StateFollower:
                 if now - self._warned >= _WARN_EVERY_S:
                     self._warned = now
                     log.warning("%s", exc.message)
+            except Exception:  # following must outlive a bad record or a bug
+                log.exception("applying the control state failed; trying again")
             await self.store.wait_changed(self.interval_s)
 
     async def _apply(self, name: str, record: ModelRecord) -> None:
@@ -88,8 +90,8 @@ class StateFollower:
                 record.generation,
             )
             return
-        plan = None if record.routing is None else RoutePlan.from_json(record.routing)
         try:
+            plan = None if record.routing is None else RoutePlan.from_json(record.routing)
             if not record.loaded:
                 await registry.set_routing(name, plan)  # kept for when it loads again
                 await registry.unload_model(name)

@@ -38,6 +38,7 @@ ALLOWED: Mapping[str, Set[str]] = {
     "redis_client": set(),
     "processes": set(),
     "drift_metrics": set(),
+    "rollout_metrics": set(),
     "metrics": {"tallies", "drift_metrics", "packages"} | SHARED,
     "workers": {"metrics", "processes"} | SHARED,
     "protocol": SHARED,
@@ -56,6 +57,8 @@ ALLOWED: Mapping[str, Set[str]] = {
         "features",
         "monitoring",
         "processes",
+        "rollout",
+        "rollout_metrics",
         "batching",
         "protocol",
         "metrics",
@@ -64,6 +67,7 @@ ALLOWED: Mapping[str, Set[str]] = {
     "http": {"service", "protocol", "metrics"} | SHARED - {"validation"},
     "app": {
         "control",
+        "rollout_metrics",
         "http",
         "service",
         "repository",
@@ -263,7 +267,12 @@ def test_starlette_only_in_the_http_layer_and_app() -> None:
 
 
 def test_prometheus_only_in_metrics() -> None:
-    assert _where("prometheus_client") == {"metrics.py", "tallies.py", "drift_metrics.py"}
+    assert _where("prometheus_client") == {
+        "metrics.py",
+        "tallies.py",
+        "drift_metrics.py",
+        "rollout_metrics.py",
+    }
 
 
 def test_environment_read_only_by_config() -> None:

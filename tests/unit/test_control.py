@@ -173,3 +173,26 @@ def test_a_lease_has_one_holder_until_it_runs_out(tmp_path: Path) -> None:
         assert await first.hold_lease("rollout:m", "a/1", 30.0)
 
     asyncio.run(main())
+
+
+def test_a_record_that_does_not_apply_here_does_not_stop_the_follower(
+    repository: Path, tmp_path: Path
+) -> None:
+    """A routing another replica wrote for versions this one lacks, or one that is not
+    valid at all, is logged and skipped; the next change applies as usual."""
+
+    async def main() -> None:
+        async with ModelRegistry(repository) as registry:
+            store = FileControlStore(tmp_path / "control", "here/1")
+            follower = StateFollower(store, registry, "here/1")
+            await store.write("pair", routing_field({"weights": {"7": 1}}))
+            await follower.sync()
+            await store.write("pair", routing_field({"weights": "all of them"}))
+            await follower.sync()
+            assert registry.model("pair").routing is None and follower.applied == {"pair": 2}
+            await store.write("pair", routing_field({"weights": {"2": 1}}))
+            await follower.sync()
+            plan = registry.model("pair").routing
+            assert plan is not None and plan.weights == ((2, 1.0),)
+
+    asyncio.run(main())

@@ -24,6 +24,7 @@ def test_every_error_sets_its_own_status() -> None:
         "QueueFull": HTTPStatus.TOO_MANY_REQUESTS,
         "ModelNotReady": HTTPStatus.SERVICE_UNAVAILABLE,
         "ControlUnavailable": HTTPStatus.SERVICE_UNAVAILABLE,
+        "RolloutConflict": HTTPStatus.CONFLICT,
         "FeatureStoreUnavailable": HTTPStatus.SERVICE_UNAVAILABLE,
         "FeatureDataInvalid": HTTPStatus.BAD_GATEWAY,
         "DeadlineExceeded": HTTPStatus.GATEWAY_TIMEOUT,

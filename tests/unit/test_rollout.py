@@ -121,7 +121,7 @@ def test_a_good_canary_goes_from_shadow_through_every_step_to_promotion() -> Non
         judged is not None and judged.phase == "shadowing" and judged.evaluation.verdict == "pass"
     )
     assert (state.phase, state.step, state.weight) == ("stepping", 0, 25)
-    assert state.routing() == {"weights": {"1": 75, "2": 25}, "shadow": {"version": 2}}
+    assert state.routing() == {"weights": {"1": 75, "2": 25}}
     state, _ = advance(state, 15.0, GOOD)
     assert state.weight == 100
     # at 100% the stable version gets a shadow copy, for the gates to compare with

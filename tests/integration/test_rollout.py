@@ -1,0 +1,134 @@
+"""Rollouts over HTTP under load (SPEC 13): a good canary goes through shadow and every
+step to promotion, a bad one is rolled back at the first evaluation that sees it, an
+abort returns traffic at once, and no request fails on the way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import Settings
+from tests import onnx_models
+from tests.background_load import BackgroundLoad
+from tests.conftest import RunningGateway, start_gateway, stop_gateway
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "rollout-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FAST = {"shadow_s": 1, "steps": [50, 100], "interval_s": 1, "gates": {"min_requests": 20}}
+
+
+@pytest.fixture
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    root = tmp_path_factory.mktemp("rollout")
+    onnx_models.write_model(root, "pair", 1, onnx_models.scaled_sum(1.0))
+    onnx_models.write_model(root, "pair", 2, onnx_models.scaled_sum(1.0))  # the same answers
+    onnx_models.write_model(root, "pair", 3, onnx_models.scaled_sum(-1.0))  # other classes
+    onnx_models.write_config(
+        root, "pair", '[model]\nversions = "all"\n[routing]\nweights = { "1" = 1 }\n'
+    )
+    running = start_gateway(Settings(model_repository=root, admin_token=TOKEN))
+    yield running
+    stop_gateway(running)
+
+
+def _infer(client: httpx.Client) -> tuple[int, str]:
+    row = {"a": [1.0, 5.0, 2.0, 3.0], "b": [0, 0, 0, 0]}
+    response = client.post("/v1/models/pair:predict", json={"instances": [row]})
+    return response.status_code, response.headers.get("x-model-version", "")
+
+
+def _rollout(url: str) -> dict[str, Any]:
+    response = httpx.get(f"{url}/admin/models/pair/rollout", headers=AUTH, timeout=10)
+    assert response.status_code == 200, response.text
+    state: dict[str, Any] = response.json()
+    return state
+
+
+def _until_finished(url: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = _rollout(url)
+        if state["state"] in ("promoted", "rolled_back", "aborted"):
+            return state
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+
+
+def _start(url: str, version: int) -> httpx.Response:
+    return httpx.post(
+        f"{url}/admin/models/pair/rollout",
+        json={"version": version, **FAST},
+        headers=AUTH,
+        timeout=10,
+    )
+
+
+def test_a_good_canary_is_promoted_through_every_step(gateway: RunningGateway) -> None:
+    url = gateway.url
+    with BackgroundLoad(url, _infer, clients=3, seconds=60) as load:
+        started = _start(url, 2)
+        assert started.status_code == 201, started.text
+        assert started.json()["state"] == "shadowing" and started.json()["stable"] == 1
+        assert _start(url, 2).status_code == 409  # one rollout at a time
+        state = _until_finished(url)
+    assert state["state"] == "promoted", state
+    phases = [(e["phase"], e["verdict"]) for e in state["evaluations"] if e["verdict"] != "extend"]
+    assert phases == [("shadowing", "pass"), ("stepping", "pass"), ("stepping", "pass")]
+    assert {code for code, _ in load.results} == {200}  # no request failed
+    routing = httpx.get(f"{url}/admin/models/pair/routing", headers=AUTH, timeout=10).json()
+    assert routing["weights"] == {"1": 0.0, "2": 100.0}
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert {_infer(client)[1] for _ in range(20)} == {"2"}  # the default now
+    index = httpx.post(f"{url}/v2/repository/index", headers=AUTH, timeout=10).json()
+    assert {"name": "pair", "version": "1", "state": "READY"}.items() <= index[0].items()
+
+
+def test_a_bad_canary_is_rolled_back_at_the_first_evaluation(gateway: RunningGateway) -> None:
+    url = gateway.url
+    with BackgroundLoad(url, _infer, clients=3, seconds=60) as load:
+        assert _start(url, 3).status_code == 201
+        state = _until_finished(url)
+    assert state["state"] == "rolled_back", state
+    failing = state["evaluations"][-1]
+    assert failing["phase"] == "shadowing" and failing["verdict"] == "fail"
+    assert failing["gates"]["disagreement"]["passed"] is False
+    assert failing["gates"]["disagreement"]["value"] > 0.02
+    assert {code for code, _ in load.results} == {200}
+    assert {version for _, version in load.results} == {"1"}  # it never took live traffic
+
+
+def test_an_abort_returns_traffic_at_once(gateway: RunningGateway) -> None:
+    url = gateway.url
+    slow = {"version": 2, "shadow_s": 0, "steps": [50], "interval_s": 600}
+    started = httpx.post(f"{url}/admin/models/pair/rollout", json=slow, headers=AUTH, timeout=10)
+    assert started.status_code == 201 and started.json()["weight"] == 50
+    aborted = httpx.delete(f"{url}/admin/models/pair/rollout", headers=AUTH, timeout=10)
+    assert aborted.status_code == 200 and aborted.json()["state"] == "aborted"
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert {_infer(client)[1] for _ in range(20)} == {"1"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"version": 9}, 400, "version 9 is not loaded"),
+        ({"version": 1}, 400, "version 1 already takes the traffic"),
+        ({"version": 2, "steps": [50, 10]}, 400, "steps must rise"),
+        ({"version": 2, "gates": {"max_speed": 1}}, 400, "gates.max_speed: unknown key"),
+    ],
+)
+def test_invalid_rollouts_are_refused(
+    gateway: RunningGateway, body: dict[str, Any], status: int, message: str
+) -> None:
+    response = httpx.post(
+        f"{gateway.url}/admin/models/pair/rollout", json=body, headers=AUTH, timeout=10
+    )
+    assert response.status_code == status and message in response.json()["error"]
+    missing = httpx.get(f"{gateway.url}/admin/models/pair/rollout", headers=AUTH, timeout=10)
+    assert missing.status_code == 404 and "has no rollout" in missing.json()["error"]
