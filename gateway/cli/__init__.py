@@ -60,6 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse that version's bin edges, so the two versions' outputs can be compared",
     )
 
+    rollout = commands.add_parser("rollout", help="start, watch and abort rollouts")
+    rollout_commands = rollout.add_subparsers(dest="rollout_command", required=True)
+    for name, text in (
+        ("start", "roll a version out: shadow, then steps of live traffic, gated"),
+        ("status", "the rollout's state and every evaluation, as a table"),
+        ("abort", "stop the rollout and return all traffic to the stable version"),
+    ):
+        command = rollout_commands.add_parser(name, help=text)
+        command.add_argument("model")
+        command.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway")
+        command.add_argument("--token", required=True, help="its --admin-token")
+        if name == "start":
+            command.add_argument("--version", type=int, required=True, dest="model_version")
+            command.add_argument("--shadow-s", type=float, default=None)
+            command.add_argument("--steps", type=float, nargs="+", default=None)
+            command.add_argument("--interval-s", type=float, default=None)
+            command.add_argument(
+                "--gate", action="append", default=[], help="NAME=VALUE, e.g. max_psi=0.2"
+            )
+
     features = commands.add_parser("features", help="manage model features in Redis")
     feature_commands = features.add_subparsers(dest="features_command", required=True)
     load = feature_commands.add_parser(
@@ -91,7 +111,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _load_features(args)
     if args.command == "profile":
         return _build_profile(args)
+    if args.command == "rollout":
+        return _rollout(args)
     return _check(args.directory)
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from gateway.cli.rollout import ApiError, call, describe, plan
+
+    url = f"{args.url.rstrip('/')}/admin/models/{args.model}/rollout"
+    try:
+        if args.rollout_command == "start":
+            body = plan(args.model_version, args.shadow_s, args.steps, args.interval_s, args.gate)
+            state = call("POST", url, args.token, body)
+        elif args.rollout_command == "abort":
+            state = call("DELETE", url, args.token)
+        else:
+            state = call("GET", url, args.token)
+    except ApiError as exc:
+        print(f"gateway rollout {args.rollout_command}: {exc}", file=sys.stderr)
+        return 1
+    print(describe(state))
+    return 0
 
 
 def _build_profile(args: argparse.Namespace) -> int:

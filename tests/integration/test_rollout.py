@@ -4,6 +4,8 @@ abort returns traffic at once, and no request fails on the way."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 from gateway.config import Settings
 from tests import onnx_models
 from tests.background_load import BackgroundLoad
-from tests.conftest import RunningGateway, start_gateway, stop_gateway
+from tests.conftest import ROOT, RunningGateway, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +134,36 @@ def test_invalid_rollouts_are_refused(
     assert response.status_code == status and message in response.json()["error"]
     missing = httpx.get(f"{gateway.url}/admin/models/pair/rollout", headers=AUTH, timeout=10)
     assert missing.status_code == 404 and "has no rollout" in missing.json()["error"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "gateway", "rollout", *args, "--token", TOKEN]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_the_cli_starts_shows_and_aborts(gateway: RunningGateway) -> None:
+    url = ["--url", gateway.url]
+    started = _cli("start", "pair", "--version", "2", "--shadow-s", "0", "--steps", "50",
+                   "--interval-s", "600", "--gate", "min_requests=5", *url)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "model pair: version 2 over 1, stepping, canary weight 50%" in started.stdout
+    status = _cli("status", "pair", *url)
+    assert status.returncode == 0 and "no evaluation yet" in status.stdout
+    again = _cli("start", "pair", "--version", "2", *url)
+    assert again.returncode == 1 and "409: model 'pair' has a rollout" in again.stderr
+    aborted = _cli("abort", "pair", *url)
+    assert aborted.returncode == 0 and "aborted, canary weight 0%" in aborted.stdout
+    bad = _cli("start", "pair", "--version", "2", "--gate", "max_psi", *url)
+    assert bad.returncode == 1 and "--gate takes NAME=VALUE" in bad.stderr
+
+
+def test_the_cli_prints_every_evaluation_as_a_table(gateway: RunningGateway) -> None:
+    url = gateway.url
+    with BackgroundLoad(url, _infer, clients=2, seconds=60):
+        assert _start(url, 2).status_code == 201
+        _until_finished(url)
+    table = _cli("status", "pair", "--url", url).stdout.splitlines()
+    assert table[0] == "model pair: version 2 over 1, promoted, canary weight 100%"
+    assert table[1].split() == ["t", "(s)", "phase", "weight", "verdict", "requests",
+                                "error_rate", "p99_ratio", "disagreement", "psi"]  # fmt: skip
+    assert any(" shadowing " in line and " pass " in line for line in table[2:])
