@@ -139,16 +139,23 @@ async def get_routing(request: Request) -> Response:
     return json_response(_catalog(request).routing(request.path_params["model"]))
 
 
-@guarded
-async def put_routing(request: Request) -> Response:
+async def _model_document(request: Request, needs: str) -> tuple[ModelCatalog, str, Any]:
+    """The catalog, the model named in the path (404 before the body is read) and the
+    body's JSON, which must not be empty (``needs`` says what it should be)."""
     name = request.path_params["model"]
     catalog = _catalog(request)
-    catalog.require(name)  # 404 before reading the body
+    catalog.require(name)
     document = await read_admin_json(request)
     if document is NO_BODY:
-        raise InvalidRequest(
-            'PUT routing needs a JSON body like {"weights": {"1": 90, "2": 10}}, got an empty body'
-        )
+        raise InvalidRequest(f"{needs}, got an empty body")
+    return catalog, name, document
+
+
+@guarded
+async def put_routing(request: Request) -> Response:
+    catalog, name, document = await _model_document(
+        request, 'PUT routing needs a JSON body like {"weights": {"1": 90, "2": 10}}'
+    )
     return json_response(await catalog.set_routing(name, document))
 
 
@@ -165,12 +172,9 @@ async def drift(request: Request) -> Response:
 
 @guarded
 async def start_rollout(request: Request) -> Response:
-    name = request.path_params["model"]
-    catalog = _catalog(request)
-    catalog.require(name)  # 404 before reading the body
-    document = await read_admin_json(request)
-    if document is NO_BODY:
-        raise InvalidRequest('a rollout needs a JSON body like {"version": 2}, got an empty body')
+    catalog, name, document = await _model_document(
+        request, 'a rollout needs a JSON body like {"version": 2}'
+    )
     return json_response(await catalog.start_rollout(name, document), 201)
 
 
