@@ -74,12 +74,20 @@ class DriftWindow:
             live = self._stamps >= oldest
             return self._counts[live].sum(axis=0), int(self._rows[live].sum())
 
-    def figures(self, extra: list[tuple[np.ndarray, int]] | None = None) -> DriftFigures:
-        """The window's figures; ``extra``: other workers' totals to add in."""
+    def combined(self, extra: list[tuple[np.ndarray, int]] | None = None) -> tuple[np.ndarray, int]:
+        """The window's counts and rows with ``extra`` (other workers' totals) added."""
         counts, rows = self.totals()
         for other_counts, other_rows in extra or ():
             counts = counts + other_counts
             rows += other_rows
+        return counts, rows
+
+    def figures(self, extra: list[tuple[np.ndarray, int]] | None = None) -> DriftFigures:
+        """The window's figures; ``extra``: other workers' totals to add in."""
+        return self.measure(*self.combined(extra))
+
+    def measure(self, counts: np.ndarray, rows: int) -> DriftFigures:
+        """The figures of ``rows`` rows binned into ``counts``."""
         binner = self.binner
         enough = rows >= self.min_rows
         values = (

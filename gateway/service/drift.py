@@ -47,19 +47,18 @@ class DriftExchange:
         aside.write_bytes(orjson.dumps(totals, option=orjson.OPT_SERIALIZE_NUMPY))
         os.replace(aside, path)
 
-    def others(self, version: ModelVersion) -> list[tuple[np.ndarray, int]]:
-        """The live other workers' totals for ``version``."""
-        found: list[tuple[np.ndarray, int]] = []
-        key = _key(version)
+    def read(self) -> dict[str, list[tuple[np.ndarray, int]]]:
+        """The live other workers' totals, by version (``model/version``), each file
+        read once."""
+        found: dict[str, list[tuple[np.ndarray, int]]] = {}
         for path in self.directory.glob(f"{_PREFIX}*.json"):
             pid = path.name.removeprefix(_PREFIX).removesuffix(".json")
             if not pid.isdigit() or int(pid) == self.pid or not alive(int(pid)):
                 continue
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                saved = orjson.loads(path.read_bytes())[key]
-                counts = np.asarray(saved["counts"], dtype=np.int64)
-                if version.drift is not None and counts.shape == (version.drift.binner.size,):
-                    found.append((counts, int(saved["rows"])))
+                for key, saved in orjson.loads(path.read_bytes()).items():
+                    counts = np.asarray(saved["counts"], dtype=np.int64)
+                    found.setdefault(key, []).append((counts, int(saved["rows"])))
         return found
 
     def forget(self) -> None:
@@ -73,12 +72,16 @@ class DriftMonitor:
 
     def figures(self) -> Iterator[tuple[str, str, DriftFigures]]:
         """(model, version, figures) for every serving version with a window."""
+        others = self._others()
         for version in _monitored(self.registry):
-            yield version.info.model, version.label, self._figures(version)
+            assert version.drift is not None
+            counts, rows = version.drift.combined(_extra(version, others))
+            yield version.info.model, version.label, version.drift.measure(counts, rows)
 
     def report(self, model: str) -> dict[str, Any]:
         """``GET /admin/models/{model}/drift``."""
         served = self.registry.model(model)
+        others = self._others()
         versions: dict[str, Any] = {}
         windows: dict[str, tuple[ModelVersion, np.ndarray]] = {}
         for number in sorted(served.versions):
@@ -89,7 +92,8 @@ class DriftMonitor:
                     "reason": version.drift_problem or "no profile.json beside its model.onnx",
                 }
                 continue
-            figures = self._figures(version)
+            counts, rows = version.drift.combined(_extra(version, others))
+            figures = version.drift.measure(counts, rows)
             ranked = sorted(figures.psi.items(), key=lambda item: item[1], reverse=True)
             versions[version.label] = {
                 "monitored": True,
@@ -102,24 +106,24 @@ class DriftMonitor:
                 "top_columns": [name for name, value in ranked[:TOP_COLUMNS] if value > 0],
                 "psi": {name: round(value, 6) for name, value in ranked},
             }
-            windows[version.label] = (version, self._counts(version))
+            windows[version.label] = (version, counts)
         return {
             "model": model,
             "versions": versions,
             "between_versions": _between(windows),
         }
 
-    def _figures(self, version: ModelVersion) -> DriftFigures:
-        assert version.drift is not None
-        extra = self.exchange.others(version) if self.exchange is not None else None
-        return version.drift.figures(extra)
+    def _others(self) -> dict[str, list[tuple[np.ndarray, int]]]:
+        return self.exchange.read() if self.exchange is not None else {}
 
-    def _counts(self, version: ModelVersion) -> np.ndarray:
-        assert version.drift is not None
-        counts, _ = version.drift.totals()
-        for other, _ in self.exchange.others(version) if self.exchange is not None else ():
-            counts = counts + other
-        return counts
+
+def _extra(
+    version: ModelVersion, others: dict[str, list[tuple[np.ndarray, int]]]
+) -> list[tuple[np.ndarray, int]]:
+    """The other workers' totals for ``version``, if binned as this worker bins it."""
+    assert version.drift is not None
+    size = version.drift.binner.size
+    return [(c, rows) for c, rows in others.get(_key(version), []) if c.shape == (size,)]
 
 
 def _between(windows: dict[str, tuple[ModelVersion, np.ndarray]]) -> list[dict[str, Any]]:
