@@ -85,7 +85,7 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 )
                 stack.push_async_callback(_cancel, reporting)
             drift = _monitor_drift(stack, metrics, registry, shared_dir)
-            rollouts = RolloutController(follower, metrics, RolloutMetrics(metrics.registry))
+            rollouts = RolloutController(follower, metrics, RolloutMetrics(metrics.registry), drift)
             controlling = asyncio.get_running_loop().create_task(rollouts.run())
             stack.push_async_callback(_cancel, controlling)
             yield {

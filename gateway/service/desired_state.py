@@ -42,6 +42,7 @@ class StateFollower:
         self.member = member
         self.interval_s = interval_s
         self.applied: dict[str, int] = {}  # generation applied, by model
+        self.records: dict[str, ModelRecord] = {}  # as read last
         self._changes: dict[str, str] = {}  # the change id of each of those
         self.synced = False  # the state has been read and applied at least once
         self._lock = asyncio.Lock()
@@ -51,7 +52,7 @@ class StateFollower:
         """Read the desired state, apply what is newer, report; ControlUnavailable when
         it cannot be read. Returns the records read."""
         async with self._lock:
-            records = await self.store.read()
+            records = self.records = await self.store.read()
             for name, record in records.items():
                 # the change id, not only the generation: a control state that lost its
                 # data (a Redis restarted without persistence) counts from 1 again

@@ -24,7 +24,6 @@ from typing import Any
 from gateway.control.records import ModelRecord, rollout_field, routing_field
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RolloutConflict
 from gateway.metrics import Metrics
-from gateway.repository.registry import ModelRegistry
 from gateway.repository.version import ModelVersion
 from gateway.rollout.figures import Counts, counts_of, step_figures
 from gateway.rollout.judge import Evaluation, StepFigures
@@ -47,6 +46,7 @@ class RolloutController:
         follower: StateFollower,
         metrics: Metrics,
         rollout_metrics: RolloutMetrics,
+        drift: DriftMonitor | None = None,
         clock: Callable[[], float] = time.time,  # deadlines: the clock replicas share
     ) -> None:
         self.follower = follower
@@ -54,6 +54,8 @@ class RolloutController:
         self.registry = follower.registry
         self.metrics = metrics
         self.rollout_metrics = rollout_metrics
+        # the app's, whose figures cover every worker
+        self.drift = drift or DriftMonitor(follower.registry)
         self.clock = clock
         self.member = follower.member
         # per model: the step the snapshot is of, and the counts at its start
@@ -103,7 +105,7 @@ class RolloutController:
             return document
         aborted = abort(state, self.clock())
         await self._write(aborted)
-        self._decided(aborted, "aborted by DELETE", None)
+        self._decided(aborted, aborted.phase, "aborted by DELETE", None)
         return to_json(aborted)
 
     # -- the controller --------------------------------------------------------------
@@ -121,7 +123,9 @@ class RolloutController:
             await asyncio.sleep(TICK_S)
 
     async def tick(self) -> None:
-        for model, record in (await self.store.read()).items():
+        """Act on the records the follower read last (it re-reads them on every
+        announced change and twice a second), not on a read of its own."""
+        for model, record in self.follower.records.items():
             if record.rollout is None:
                 continue
             state = from_json(record.rollout)
@@ -148,16 +152,16 @@ class RolloutController:
         figures = step_figures(
             before[1], now_counts, str(state.canary), str(state.stable), state.phase == "shadowing"
         )
-        figures = _with_psi(figures, self.registry, state)
+        figures = _with_psi(figures, self.drift, state)
         moved, judged = advance(state, now, figures)
         if judged is None:
             return
         await self._write(moved)
         if moved.phase == state.phase and moved.step == state.step:
-            self._decided(moved, "extended: too few requests", judged.evaluation)
+            self._decided(moved, "extended", "too few requests", judged.evaluation)
         else:
             self._before.pop(model, None)
-            self._decided(moved, judged.evaluation.verdict, judged.evaluation)
+            self._decided(moved, moved.phase, judged.evaluation.verdict, judged.evaluation)
 
     async def _write(self, state: RolloutState) -> None:
         """The rollout's new state and the routing it serves, in one change; applied here
@@ -166,8 +170,11 @@ class RolloutController:
         await self.store.write(state.model, fields)
         await self.follower.sync()
 
-    def _decided(self, state: RolloutState, why: str, evaluation: Evaluation | None) -> None:
-        to = state.phase if why != "extended: too few requests" else "extended"
+    def _decided(
+        self, state: RolloutState, to: str, why: str, evaluation: Evaluation | None
+    ) -> None:
+        """``to``: where the rollout went (its phase, or ``extended``); ``why``: the
+        verdict or request that took it there."""
         gates: dict[str, float | None] = {}
         if evaluation is not None:
             gates = {g.name: g.value for g in evaluation.gates}
@@ -191,11 +198,11 @@ def _stable_version(routing: RoutePlan | None, default: ModelVersion | None) -> 
     return None if default is None else default.info.version
 
 
-def _with_psi(figures: StepFigures, registry: ModelRegistry, state: RolloutState) -> StepFigures:
+def _with_psi(figures: StepFigures, drift: DriftMonitor, state: RolloutState) -> StepFigures:
     """The largest PSI of the canary's outputs against the stable version's over the
     drift window, when both are monitored with shared bins (gateway.service.drift);
     else unknown, and that gate is not judged."""
-    report = DriftMonitor(registry).report(state.model)
+    report = drift.report(state.model)
     for pair in report["between_versions"]:
         if sorted(pair["versions"]) == sorted([str(state.stable), str(state.canary)]):
             values = list(pair["psi"].values())
