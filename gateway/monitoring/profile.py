@@ -32,6 +32,8 @@ FORMAT = 1
 DEFAULT_BINS = 10
 MAX_CATEGORIES = 10  # an integer column with at most this many values is categorical
 MAX_COLUMNS = 4096  # per version: bounds the series /metrics carries
+# 4096 columns of 100 bins, written indented, take about 20 MiB: past this, not read
+MAX_PROFILE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,12 @@ def check_profile(profile: Profile, signature: Signature, path: Path) -> None:
 def load_profile(path: Path) -> Profile:
     """Read and check ``profile.json``; ConfigError saying what is wrong otherwise."""
     try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ConfigError(
+                f"{path}: {size} bytes; a profile holds at most {MAX_PROFILE_BYTES} bytes "
+                f"({MAX_COLUMNS} columns)"
+            )
         document = orjson.loads(path.read_bytes())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None

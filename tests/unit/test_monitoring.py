@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gateway.errors import ConfigError
+from gateway.monitoring import profile as profile_module
 from gateway.monitoring.binning import Binner
 from gateway.monitoring.profile import (
     ColumnProfile,
@@ -105,6 +106,14 @@ def test_a_bad_profile_says_what_is_wrong(tmp_path: Path, document: bytes, messa
     path = tmp_path / "profile.json"
     path.write_bytes(document)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_profile(path)
+
+
+def test_a_profile_too_large_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "profile.json"
+    path.write_bytes(b" " * 2048)
+    monkeypatch.setattr(profile_module, "MAX_PROFILE_BYTES", 1024)
+    with pytest.raises(ConfigError, match="2048 bytes; a profile holds at most 1024 bytes"):
         load_profile(path)
 
 
