@@ -71,7 +71,9 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 )
             )
             await stack.enter_async_context(RepositoryWatcher(registry, settings.poll_interval))
-            follower = await _follow_the_desired_state(stack, settings, shared_dir, registry)
+            follower, replica = await _follow_the_desired_state(
+                stack, settings, shared_dir, registry
+            )
             shadows = ShadowScheduler(metrics, settings.shadow_log)
             # unwinds before the registry: shadows finish while their versions still serve
             stack.push_async_callback(shadows.aclose, settings.drain_timeout)
@@ -85,7 +87,9 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 )
                 stack.push_async_callback(_cancel, reporting)
             drift = _monitor_drift(stack, metrics, registry, shared_dir)
-            rollouts = RolloutController(follower, metrics, RolloutMetrics(metrics.registry), drift)
+            rollouts = RolloutController(
+                follower, replica, metrics, RolloutMetrics(metrics.registry), drift
+            )
             controlling = asyncio.get_running_loop().create_task(rollouts.run())
             stack.push_async_callback(_cancel, controlling)
             yield {
@@ -130,9 +134,11 @@ def app_from_environment() -> ASGIApp:
 
 async def _follow_the_desired_state(
     stack: AsyncExitStack, settings: Settings, shared_dir: Path | None, registry: ModelRegistry
-) -> StateFollower:
+) -> tuple[StateFollower, str]:
     """Read and apply the desired state (Redis with --control-url, else a file the
-    workers share: a private directory for a gateway of one process), then follow it."""
+    workers share: a private directory for a gateway of one process), then follow it.
+    Also gives this gateway's name among the replicas: its host and that directory,
+    which no other gateway shares."""
     directory = shared_dir
     if directory is None:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gateway-")))
@@ -147,7 +153,7 @@ async def _follow_the_desired_state(
         logging.getLogger("gateway.control").warning("%s", exc.message)
     following = asyncio.get_running_loop().create_task(follower.run())
     stack.push_async_callback(_cancel, following)
-    return follower
+    return follower, f"{socket.gethostname()}/{directory.name}"
 
 
 def _monitor_drift(

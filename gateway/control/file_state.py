@@ -20,11 +20,12 @@ from typing import Any
 
 import orjson
 
-from gateway.control.records import Applied, ModelRecord, new_change
+from gateway.control.records import BOARD_STALE_S, Applied, ModelRecord, new_change
 from gateway.processes import alive
 
 STATE_FILE = "control-state.json"
 LEASES_FILE = "control-leases.json"
+BOARDS_FILE = "control-boards.json"
 _LOCK_FILE = "control.lock"
 _APPLIED_PREFIX = "control-applied-"
 _POLL_S = 0.05  # how often wait_changed looks at the file: well inside the 1 s promise
@@ -75,10 +76,7 @@ class FileControlStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / LEASES_FILE
         with self._locked():
-            try:
-                leases = orjson.loads(path.read_bytes())
-            except (FileNotFoundError, orjson.JSONDecodeError):
-                leases = {}
+            leases = _read_json(path)
             now = time.monotonic()
             current = leases.get(name)
             free = current is None or current["until"] <= now or current["holder"] == holder
@@ -90,6 +88,33 @@ class FileControlStore:
                 leases[name] = {"holder": holder, "until": now + ttl_s}
             _replace(path, orjson.dumps(leases))
             return True
+
+    async def lease_holder(self, name: str) -> str | None:
+        current = _read_json(self.directory / LEASES_FILE).get(name)
+        if current is None or current["until"] <= time.monotonic():
+            return None
+        return str(current["holder"])
+
+    async def share(self, board: str, replica: str, document: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(self._share, board, replica, document)
+
+    def _share(self, board: str, replica: str, document: Mapping[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / BOARDS_FILE
+        with self._locked():
+            boards = _read_json(path)
+            now = time.monotonic()
+            entries = {
+                name: entry for name, entry in boards.get(board, {}).items() if entry["until"] > now
+            }
+            entries[replica] = {"until": now + BOARD_STALE_S, "document": document}
+            boards[board] = entries
+            _replace(path, orjson.dumps(boards))
+
+    async def shared(self, board: str) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        entries = _read_json(self.directory / BOARDS_FILE).get(board, {})
+        return {name: entry["document"] for name, entry in entries.items() if entry["until"] > now}
 
     async def report(self, applied: Applied) -> None:
         document = {"member": applied.member, "generations": dict(applied.generations)}
@@ -146,6 +171,15 @@ def _records(document: dict[str, Any]) -> dict[str, ModelRecord]:
         generation = int(fields.get("generation", 0))
         records[name] = ModelRecord.from_fields(generation, fields)
     return records
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object written with ``_replace`` (empty if there is none yet)."""
+    try:
+        document = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 def _replace(path: Path, data: bytes) -> None:

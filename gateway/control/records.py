@@ -15,6 +15,9 @@ from typing import Any
 
 import orjson
 
+# a replica that has not shared on a board for this long has left it (ControlStore.share)
+BOARD_STALE_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class ModelRecord:

@@ -8,6 +8,9 @@ live in one slot and a change stays one atomic script call:
   (JSON, empty for model.toml's) and ``loaded``;
 - ``gateway:{gateway-control}:lease:NAME``: who holds a lease (a rollout's
   controller), expiring unless renewed;
+- ``gateway:{gateway-control}:board:NAME:REPLICA``: one replica's document on a
+  board (a rollout's counts), expiring unless shared again, and
+  ``gateway:{gateway-control}:board:NAME``, the set of those replicas;
 - ``gateway:{gateway-control}:applied:MEMBER``: the generations one worker
   (``replica/pid``) has applied, expiring unless it says so again (every 0.5 s), and
   ``gateway:{gateway-control}:members``, the set of those workers.
@@ -27,7 +30,7 @@ from typing import Any, TypeVar
 import orjson
 from redis.exceptions import RedisError
 
-from gateway.control.records import Applied, ModelRecord, new_change
+from gateway.control.records import BOARD_STALE_S, Applied, ModelRecord, new_change
 from gateway.errors import ControlUnavailable
 from gateway.redis_client import connect, is_cluster_url, redacted
 
@@ -77,6 +80,10 @@ def lease_key(name: str) -> str:
 
 def model_key(name: str) -> str:
     return f"{_TAG}:model:{name}"
+
+
+def board_key(name: str, replica: str | None = None) -> str:
+    return f"{_TAG}:board:{name}" if replica is None else f"{_TAG}:board:{name}:{replica}"
 
 
 def applied_key(member: str) -> str:
@@ -131,6 +138,34 @@ class RedisControlStore:
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self._call(self._client.eval(_LEASE, 1, lease_key(name), holder, "0"))
+
+    async def lease_holder(self, name: str) -> str | None:
+        holder = await self._call(self._client.get(lease_key(name)))
+        return None if holder is None else _text(holder)
+
+    async def share(self, board: str, replica: str, document: Mapping[str, Any]) -> None:
+        stale_ms = round(BOARD_STALE_S * 1000)
+        pipe = self._client.pipeline()
+        pipe.set(board_key(board, replica), orjson.dumps(document), px=stale_ms)
+        pipe.sadd(board_key(board), replica)
+        pipe.pexpire(board_key(board), stale_ms * 4)
+        await self._call(pipe.execute())
+
+    async def shared(self, board: str) -> dict[str, dict[str, Any]]:
+        listed = await self._call(self._client.smembers(board_key(board)))
+        replicas = sorted(_text(replica) for replica in listed)
+        if not replicas:
+            return {}
+        keys = [board_key(board, replica) for replica in replicas]
+        documents = await self._call(self._client.mget(keys))
+        found: dict[str, dict[str, Any]] = {}
+        for replica, raw in zip(replicas, documents, strict=True):
+            if raw is not None:
+                found[replica] = orjson.loads(raw)
+        gone = [replica for replica in replicas if replica not in found]
+        if gone:
+            await self._call(self._client.srem(board_key(board), *gone))
+        return found
 
     async def report(self, applied: Applied) -> None:
         pipe = self._client.pipeline()

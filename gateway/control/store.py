@@ -9,13 +9,16 @@ the file changing); followers re-read on a timer anyway, so a missed announcemen
 only delays. ``hold_lease`` takes a named lease, or renews it for its holder, for
 ``ttl_s`` seconds, atomically: at most one holder at a time across every worker and
 replica, and a holder that stops renewing (it died) loses it when it runs out.
+``share`` puts one replica's document on a named board, replacing its last one, and
+``shared`` reads every replica's; a replica that stops sharing drops off the board
+after ``records.BOARD_STALE_S`` (how a rollout's controller counts every replica's requests).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.control.records import Applied, ModelRecord
 
@@ -32,6 +35,9 @@ class ControlStore(Protocol):
     async def wait_changed(self, timeout_s: float) -> None: ...
     async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool: ...
     async def release_lease(self, name: str, holder: str) -> None: ...
+    async def lease_holder(self, name: str) -> str | None: ...
+    async def share(self, board: str, replica: str, document: Mapping[str, Any]) -> None: ...
+    async def shared(self, board: str) -> dict[str, dict[str, Any]]: ...
 
 
 def open_control_store(control_url: str | None, directory: Path, member: str) -> ControlStore:

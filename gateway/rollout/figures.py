@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.rollout.judge import StepFigures
 
@@ -126,3 +126,71 @@ def histogram_quantile(q: float, cumulative: list[tuple[float, float]]) -> float
             )
         lower_bound, lower_count = bound, count
     return lower_bound
+
+
+def added(first: Counts, second: Counts) -> Counts:
+    """Two sets of counts as one (two replicas' together)."""
+    return Counts(
+        _sum(first.requests, second.requests),
+        _sum(first.errors, second.errors),
+        {
+            version: _sum(first.buckets.get(version, {}), second.buckets.get(version, {}))
+            for version in {*first.buckets, *second.buckets}
+        },
+        _sum(first.shadow_runs, second.shadow_runs),
+        _sum(first.disagreements, second.disagreements),
+        _sum(first.shadow_errors, second.shadow_errors),
+    )
+
+
+def _sum(first: Mapping[K, float], second: Mapping[K, float]) -> dict[K, float]:
+    total = dict(first)
+    for key, value in second.items():
+        total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def counts_to_json(counts: Counts) -> dict[str, Any]:
+    """What a replica shares in the control state (JSON has no tuple or float keys)."""
+    return {
+        "requests": dict(counts.requests),
+        "errors": dict(counts.errors),
+        "buckets": {v: [[b, c] for b, c in sorted(bs.items())] for v, bs in counts.buckets.items()},
+        "shadow_runs": [[*pair, n] for pair, n in counts.shadow_runs.items()],
+        "disagreements": [[*pair, n] for pair, n in counts.disagreements.items()],
+        "shadow_errors": [[*pair, n] for pair, n in counts.shadow_errors.items()],
+    }
+
+
+def counts_from_json(document: Mapping[str, Any]) -> Counts:
+    """The inverse of ``counts_to_json``; raises KeyError, TypeError or ValueError on a
+    document that is not one."""
+
+    def pairs(name: str) -> dict[tuple[str, str], float]:
+        return {(str(p), str(s)): float(n) for p, s, n in document[name]}
+
+    return Counts(
+        {str(v): float(n) for v, n in document["requests"].items()},
+        {str(v): float(n) for v, n in document["errors"].items()},
+        {
+            str(v): {math.inf if b is None else float(b): float(c) for b, c in bs}
+            for v, bs in document["buckets"].items()
+        },
+        pairs("shadow_runs"),
+        pairs("disagreements"),
+        pairs("shadow_errors"),
+    )
+
+
+def across_replicas(
+    before: Mapping[str, Counts], after: Mapping[str, Counts]
+) -> tuple[Counts, Counts]:
+    """Every replica's counts at a step's start and now, as one pair to subtract. A
+    replica that joined during the step counts from zero; one that left is left out
+    of both (what it served is lost with it, rather than read as a negative count)."""
+    total_before, total_after = Counts(), Counts()
+    for replica, now in after.items():
+        total_after = added(total_after, now)
+        if replica in before:
+            total_before = added(total_before, before[replica])
+    return total_before, total_after

@@ -6,8 +6,14 @@ serves the split the rollout is at. Every worker runs a controller, but for each
 model only the one holding the lease ``rollout:MODEL`` acts: it renews the lease
 every tick (``TICK_S``), and when it dies another takes it over within ``LEASE_S``
 and carries on from the recorded state. The holder judges each step at its deadline
-on the difference of the gateway's counters over the step (summed over the workers
-of its replica), writes the next state, and applies it here at once.
+on the difference of the gateway's counters over the step, writes the next state,
+and applies it here at once.
+
+The counters of one replica are summed over its workers (prometheus-client's
+multiprocess files); each replica shares that sum on the board ``rollout:MODEL`` of
+the control state every ``SHARE_S`` while a rollout runs, so the holder counts every
+replica's requests. The output PSI comes from the drift windows of the holder's
+replica: a distribution, which its share of the traffic estimates.
 
 Deadlines are wall-clock times, the one clock the workers and replicas share.
 """
@@ -25,7 +31,14 @@ from gateway.control.records import ModelRecord, rollout_field, routing_field
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RolloutConflict
 from gateway.metrics import Metrics
 from gateway.repository.version import ModelVersion
-from gateway.rollout.figures import Counts, counts_of, step_figures
+from gateway.rollout.figures import (
+    Counts,
+    across_replicas,
+    counts_from_json,
+    counts_of,
+    counts_to_json,
+    step_figures,
+)
 from gateway.rollout.judge import Evaluation, StepFigures
 from gateway.rollout.machine import RolloutState, abort, advance, from_json, to_json
 from gateway.rollout.spec import RolloutSpec
@@ -38,12 +51,14 @@ log = logging.getLogger("gateway.rollout")
 
 TICK_S = 0.25
 LEASE_S = 3.0
+SHARE_S = 0.5
 
 
 class RolloutController:
     def __init__(
         self,
         follower: StateFollower,
+        replica: str,
         metrics: Metrics,
         rollout_metrics: RolloutMetrics,
         drift: DriftMonitor | None = None,
@@ -58,8 +73,11 @@ class RolloutController:
         self.drift = drift or DriftMonitor(follower.registry)
         self.clock = clock
         self.member = follower.member
-        # per model: the step the snapshot is of, and the counts at its start
-        self._before: dict[str, tuple[tuple[str, int, float], Counts]] = {}
+        self.replica = replica  # this gateway's name among the replicas
+        # per model: the step the snapshot is of, and each replica's counts at its start
+        self._before: dict[str, tuple[tuple[str, int, float], dict[str, Counts]]] = {}
+        self._shared_at: dict[str, float] = {}  # per model, on the monotonic clock
+        self._held: set[str] = set()  # the models whose lease this worker holds
 
     # -- the admin API ---------------------------------------------------------------
 
@@ -96,7 +114,11 @@ class RolloutController:
             raise ModelNotFound(
                 f"model '{model}' has no rollout; start one with POST /admin/models/{model}/rollout"
             )
-        return dict(record.rollout)
+        document = dict(record.rollout)
+        if document["state"] in ("shadowing", "stepping"):
+            # the worker judging it (``replica/pid``), for an operator to find its log
+            document["controller"] = await self.store.lease_holder(f"rollout:{model}")
+        return document
 
     async def abort(self, model: str) -> dict[str, Any]:
         document = await self.status(model)
@@ -113,14 +135,27 @@ class RolloutController:
     async def run(self) -> None:
         """Until cancelled: every tick, act on each running rollout whose lease this
         worker holds (or takes)."""
-        while True:
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except GatewayError as exc:  # the control state is unreachable: wait
+                    log.debug("rollout tick skipped: %s", exc.message)
+                except Exception:  # a controller must outlive a bad tick
+                    log.exception("rollout controller tick failed")
+                await asyncio.sleep(TICK_S)
+        finally:
+            await self._release_leases()
+
+    async def _release_leases(self) -> None:
+        """On the way out, give back the leases held, so that another worker or replica
+        takes over at its next tick instead of when they run out."""
+        for model in sorted(self._held):
             try:
-                await self.tick()
-            except GatewayError as exc:  # the control state is unreachable: wait
-                log.debug("rollout tick skipped: %s", exc.message)
-            except Exception:  # a controller must outlive a bad tick
-                log.exception("rollout controller tick failed")
-            await asyncio.sleep(TICK_S)
+                async with asyncio.timeout(1.0):
+                    await self.store.release_lease(f"rollout:{model}", self.member)
+            except (GatewayError, TimeoutError):
+                return  # unreachable: the lease runs out by itself
 
     async def tick(self) -> None:
         """Act on the records the follower read last (it re-reads them on every
@@ -131,26 +166,56 @@ class RolloutController:
             state = from_json(record.rollout)
             if state.finished:
                 self._before.pop(model, None)
+                self._shared_at.pop(model, None)
+                if model in self._held:
+                    self._held.discard(model)
+                    await self.store.release_lease(f"rollout:{model}", self.member)
                 continue
+            await self._share(model)
             if not await self.store.hold_lease(f"rollout:{model}", self.member, LEASE_S):
                 self._before.pop(model, None)  # another worker judges it
+                self._held.discard(model)
                 continue
+            self._held.add(model)
             await self._act(state)
+
+    def _mine(self, model: str) -> Counts:
+        """This replica's counts now (summed over its workers)."""
+        return counts_of(self.metrics.samples(), model)
+
+    async def _share(self, model: str) -> None:
+        """This replica's counts on the rollout's board, every ``SHARE_S``."""
+        now = time.monotonic()
+        if now - self._shared_at.get(model, -SHARE_S) < SHARE_S:
+            return
+        self._shared_at[model] = now
+        await self.store.share(f"rollout:{model}", self.replica, counts_to_json(self._mine(model)))
+
+    async def _every_replica(self, model: str) -> dict[str, Counts]:
+        counts = {self.replica: self._mine(model)}
+        for replica, document in (await self.store.shared(f"rollout:{model}")).items():
+            if replica == self.replica:
+                continue
+            try:
+                counts[replica] = counts_from_json(document)
+            except (KeyError, TypeError, ValueError):
+                log.warning("rollout of %s: replica %s shared unreadable counts", model, replica)
+        return counts
 
     async def _act(self, state: RolloutState) -> None:
         model = state.model
-        now_counts = counts_of(self.metrics.samples(), model)
         step = (state.phase, state.step, state.started)
         before = self._before.get(model)
         if before is None or before[0] != step:
             # a new step, or a lease taken over mid-step: count from now on
-            self._before[model] = (step, now_counts)
+            self._before[model] = (step, await self._every_replica(model))
             return
         now = self.clock()
         if now < state.deadline:
             return
+        start, end = across_replicas(before[1], await self._every_replica(model))
         figures = step_figures(
-            before[1], now_counts, str(state.canary), str(state.stable), state.phase == "shadowing"
+            start, end, str(state.canary), str(state.stable), state.phase == "shadowing"
         )
         figures = _with_psi(figures, self.drift, state)
         moved, judged = advance(state, now, figures)

@@ -270,6 +270,14 @@ def test_the_control_state_on_a_redis_cluster(tmp_path: Path) -> None:
             assert await store.hold_lease("rollout:pair", "replica/2", 0.2)
             await asyncio.sleep(0.3)
             assert await store.hold_lease("rollout:pair", "replica/1", 30.0)
+            assert await store.lease_holder("rollout:pair") == "replica/1"
+            await store.share("rollout:pair", "host/a", {"requests": {"1": 5}})
+            await store.share("rollout:pair", "host/b", {"requests": {"1": 7}})
+            await store.share("rollout:pair", "host/a", {"requests": {"1": 6}})
+            assert await store.shared("rollout:pair") == {
+                "host/a": {"requests": {"1": 6}},
+                "host/b": {"requests": {"1": 7}},
+            }
         finally:
             await store.aclose()
 

@@ -31,6 +31,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
     onnx_models.write_model(root, "pair", 1, onnx_models.scaled_sum(1.0))
     onnx_models.write_model(root, "pair", 2, onnx_models.scaled_sum(1.0))  # the same answers
     onnx_models.write_model(root, "pair", 3, onnx_models.scaled_sum(-1.0))  # other classes
+    onnx_models.write_model(root, "pair", 4, onnx_models.slow_sum(1.0))  # same answers, slow
     onnx_models.write_config(
         root, "pair", '[model]\nversions = "all"\n[routing]\nweights = { "1" = 1 }\n'
     )
@@ -103,6 +104,33 @@ def test_a_bad_canary_is_rolled_back_at_the_first_evaluation(gateway: RunningGat
     assert failing["gates"]["disagreement"]["value"] > 0.02
     assert {code for code, _ in load.results} == {200}
     assert {version for _, version in load.results} == {"1"}  # it never took live traffic
+
+
+def test_a_slow_canary_is_rolled_back_on_its_p99_within_a_second(
+    gateway: RunningGateway,
+) -> None:
+    """It agrees with the stable version in the shadow phase, so it takes live traffic;
+    the first step's evaluation finds its p99 far above the stable version's, and from a
+    second after that evaluation on no request reaches it."""
+    url = gateway.url
+
+    def timed(client: httpx.Client) -> tuple[float, int, str]:
+        code, version = _infer(client)
+        return time.time(), code, version  # the clock of the evaluations' "at"
+
+    with BackgroundLoad(url, timed, clients=3, seconds=60) as load:
+        assert _start(url, 4).status_code == 201
+        state = _until_finished(url)
+        time.sleep(1.5)  # traffic after the rollback, to show where it goes
+    assert state["state"] == "rolled_back", state
+    failing = state["evaluations"][-1]
+    assert failing["phase"] == "stepping" and failing["verdict"] == "fail"
+    assert failing["gates"]["p99_ratio"]["passed"] is False
+    assert failing["gates"]["disagreement"]["passed"] is True
+    assert {code for _, code, _ in load.results} == {200}
+    served_by_canary = [at for at, _, version in load.results if version == "4"]
+    assert served_by_canary  # it took its step's share
+    assert max(served_by_canary) < failing["at"] + 1.0
 
 
 def test_an_abort_returns_traffic_at_once(gateway: RunningGateway) -> None:

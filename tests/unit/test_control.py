@@ -171,6 +171,21 @@ def test_a_lease_has_one_holder_until_it_runs_out(tmp_path: Path) -> None:
         assert not await first.hold_lease("rollout:m", "a/1", 30.0)
         await second.release_lease("rollout:m", "b/2")
         assert await first.hold_lease("rollout:m", "a/1", 30.0)
+        assert await second.lease_holder("rollout:m") == "a/1"
+        assert await second.lease_holder("rollout:none") is None
+
+    asyncio.run(main())
+
+
+def test_a_board_keeps_each_replicas_last_document_while_it_shares(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = FileControlStore(tmp_path, "a/1", pid=1)
+        await store.share("rollout:m", "host/a", {"n": 1})
+        await store.share("rollout:m", "host/b", {"n": 2})
+        await store.share("rollout:m", "host/a", {"n": 3})
+        await store.share("rollout:other", "host/a", {"n": 4})
+        assert await store.shared("rollout:m") == {"host/a": {"n": 3}, "host/b": {"n": 2}}
+        assert await store.shared("rollout:none") == {}
 
     asyncio.run(main())
 

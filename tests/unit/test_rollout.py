@@ -6,11 +6,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.metrics import Metrics
-from gateway.rollout.figures import counts_of, histogram_quantile, step_figures
+from gateway.rollout.figures import (
+    across_replicas,
+    counts_from_json,
+    counts_of,
+    counts_to_json,
+    histogram_quantile,
+    step_figures,
+)
 from gateway.rollout.judge import StepFigures, judge
 from gateway.rollout.machine import RolloutState, abort, advance
 from gateway.rollout.spec import Gates, RolloutSpec
@@ -191,3 +199,27 @@ def test_a_steps_figures_are_the_difference_of_two_snapshots_of_the_metrics() ->
         "error_rate",
         "disagreement",
     ]
+
+
+def test_replicas_share_their_counts_and_the_step_covers_all_of_them() -> None:
+    """Each replica's counts go through the control state as JSON (the +Inf bucket and
+    the (primary, shadow) pairs included) and come back equal; the step's figures sum
+    the replicas, count a replica that joined mid-step from zero and leave out one
+    that left."""
+    a, b, c = Metrics(), Metrics(), Metrics()
+    for metrics in (a, b):
+        metrics.request_done("m", "2", "v2", 200, 0.004)
+        metrics.shadow_done("m", "1", "2", disagrees=True, max_abs_diff=0.1)
+    start = {"a": counts_of(a.samples(), "m"), "b": counts_of(b.samples(), "m")}
+    for _ in range(30):
+        a.request_done("m", "2", "v2", 200, 0.004)
+        b.request_done("m", "2", "v2", 500, 20.0)  # beyond the last finite bucket
+        c.request_done("m", "2", "v2", 200, 0.004)
+    b.shadow_done("m", "1", "2", disagrees=False, max_abs_diff=0.0)
+    shared = {name: counts_of(m.samples(), "m") for name, m in [("a", a), ("b", b), ("c", c)]}
+    for counts in shared.values():
+        assert counts_from_json(orjson.loads(orjson.dumps(counts_to_json(counts)))) == counts
+    figures = step_figures(*across_replicas(start, shared), "2", "1", shadowing=False)
+    assert (figures.requests, figures.errors, figures.shadow_runs) == (90, 30, 1)
+    gone = {"a": shared["a"]}  # b left during the step
+    assert step_figures(*across_replicas(start, gone), "2", "1", False).requests == 30
