@@ -88,7 +88,7 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                 stack.push_async_callback(_cancel, reporting)
             drift = _monitor_drift(stack, metrics, registry, shared_dir)
             rollouts = RolloutController(
-                follower, replica, metrics, RolloutMetrics(metrics.registry), drift
+                follower, replica, metrics, RolloutMetrics(metrics.registry)
             )
             controlling = asyncio.get_running_loop().create_task(rollouts.run())
             stack.push_async_callback(_cancel, controlling)

@@ -100,7 +100,7 @@ def build_profile(
         for index, name in enumerate(column_names(tensor, values.shape[1:])):
             column = matrix[:, index]
             shared = same.get(name)
-            kind, edges = (shared.kind, shared.edges) if shared else _edges(column, bins)
+            kind, edges = (shared.kind, shared.edges) if shared else column_edges(column, bins)
             reference = bin_fractions(column, edges)
             columns.append(ColumnProfile(name, tensor, index, kind, edges, reference))
     if len(columns) > MAX_COLUMNS:
@@ -111,7 +111,7 @@ def build_profile(
     return Profile(rows, tuple(columns))
 
 
-def _edges(column: np.ndarray, bins: int) -> tuple[str, tuple[float, ...]]:
+def column_edges(column: np.ndarray, bins: int) -> tuple[str, tuple[float, ...]]:
     finite = column[np.isfinite(column)]
     if finite.size == 0:
         return "quantile", (0.0,)

@@ -16,6 +16,7 @@ from gateway.batching.queue import BatchQueue
 from gateway.batching.request import PendingInputs
 from gateway.batching.ticket import Ticket
 from gateway.errors import ModelNotReady
+from gateway.monitoring.outputs import OutputSample
 from gateway.monitoring.window import DriftWindow
 from gateway.protocol.signature import Signature
 from gateway.repository.session import OnnxModel
@@ -71,6 +72,8 @@ class ModelVersion:
         self.info = info
         self.drift = drift
         self.drift_problem = drift_problem
+        # set by a rollout's controller while it compares this version's outputs
+        self.output_sample: OutputSample | None = None
         self.config = config
         self.signature: Signature = model.signature
         self.label = str(info.version)
@@ -151,16 +154,28 @@ class ModelVersion:
             )
             return failed
         # a plain future: no coroutine or task per batch
-        if self.drift is None:
+        if self.drift is None and self.output_sample is None:
             return self._threads.submit(instance, self._model.run, instance, inputs, output_names)
         return self._threads.submit(instance, self._run_observed, instance, inputs, output_names)
 
     def _run_observed(
         self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> list[np.ndarray]:
-        """Run the batch, then bin its inputs and outputs (on the inference thread, where
+        """Run the batch, then keep its outputs for a rollout's comparison and bin its
+        inputs and outputs for drift monitoring (on the inference thread, where
         the batch already is: the event loop never pays for it)."""
         outputs = self._model.run(instance, inputs, output_names)
+        sample = self.output_sample
+        if sample is not None:
+            try:
+                sample.observe(dict(zip(output_names, outputs, strict=True)))
+            except Exception:  # a rollout's comparison must never fail a batch that ran
+                self.output_sample = None
+                log.exception(
+                    "model %s version %d: sampling outputs failed",
+                    self.info.model,
+                    self.info.version,
+                )
         drift = self.drift
         if drift is not None:
             try:

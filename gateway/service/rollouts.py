@@ -12,8 +12,9 @@ and applies it here at once.
 The counters of one replica are summed over its workers (prometheus-client's
 multiprocess files); each replica shares that sum on the board ``rollout:MODEL`` of
 the control state every ``SHARE_S`` while a rollout runs, so the holder counts every
-replica's requests. The output PSI comes from the drift windows of the holder's
-replica: a distribution, which its share of the traffic estimates.
+replica's requests. The output PSI compares the two versions' outputs over the step
+as the holder's worker saw them (an ``OutputSample`` of each, set on the versions
+while it holds the lease): a distribution, which its share of the traffic estimates.
 
 Deadlines are wall-clock times, the one clock the workers and replicas share.
 """
@@ -30,6 +31,7 @@ from typing import Any
 from gateway.control.records import ModelRecord, rollout_field, routing_field
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, RolloutConflict
 from gateway.metrics import Metrics
+from gateway.monitoring.outputs import OutputSample, output_psi
 from gateway.repository.version import ModelVersion
 from gateway.rollout.figures import (
     Counts,
@@ -39,13 +41,12 @@ from gateway.rollout.figures import (
     counts_to_json,
     step_figures,
 )
-from gateway.rollout.judge import Evaluation, StepFigures
+from gateway.rollout.judge import Evaluation
 from gateway.rollout.machine import RolloutState, abort, advance, from_json, to_json
 from gateway.rollout.spec import RolloutSpec
 from gateway.rollout_metrics import RolloutMetrics
 from gateway.routing.plan import RoutePlan
 from gateway.service.desired_state import StateFollower
-from gateway.service.drift import DriftMonitor
 
 log = logging.getLogger("gateway.rollout")
 
@@ -61,7 +62,6 @@ class RolloutController:
         replica: str,
         metrics: Metrics,
         rollout_metrics: RolloutMetrics,
-        drift: DriftMonitor | None = None,
         clock: Callable[[], float] = time.time,  # deadlines: the clock replicas share
     ) -> None:
         self.follower = follower
@@ -69,8 +69,6 @@ class RolloutController:
         self.registry = follower.registry
         self.metrics = metrics
         self.rollout_metrics = rollout_metrics
-        # the app's, whose figures cover every worker
-        self.drift = drift or DriftMonitor(follower.registry)
         self.clock = clock
         self.member = follower.member
         self.replica = replica  # this gateway's name among the replicas
@@ -78,6 +76,8 @@ class RolloutController:
         self._before: dict[str, tuple[tuple[str, int, float], dict[str, Counts]]] = {}
         self._shared_at: dict[str, float] = {}  # per model, on the monotonic clock
         self._held: set[str] = set()  # the models whose lease this worker holds
+        # per model: the samples of the stable version's and the canary's outputs
+        self._samples: dict[str, tuple[OutputSample, OutputSample]] = {}
 
     # -- the admin API ---------------------------------------------------------------
 
@@ -167,6 +167,7 @@ class RolloutController:
             if state.finished:
                 self._before.pop(model, None)
                 self._shared_at.pop(model, None)
+                self._stop_sampling(model)
                 if model in self._held:
                     self._held.discard(model)
                     await self.store.release_lease(f"rollout:{model}", self.member)
@@ -175,6 +176,7 @@ class RolloutController:
             if not await self.store.hold_lease(f"rollout:{model}", self.member, LEASE_S):
                 self._before.pop(model, None)  # another worker judges it
                 self._held.discard(model)
+                self._stop_sampling(model)
                 continue
             self._held.add(model)
             await self._act(state)
@@ -209,6 +211,7 @@ class RolloutController:
         if before is None or before[0] != step:
             # a new step, or a lease taken over mid-step: count from now on
             self._before[model] = (step, await self._every_replica(model))
+            self._start_sampling(state)
             return
         now = self.clock()
         if now < state.deadline:
@@ -217,7 +220,7 @@ class RolloutController:
         figures = step_figures(
             start, end, str(state.canary), str(state.stable), state.phase == "shadowing"
         )
-        figures = _with_psi(figures, self.drift, state)
+        figures = replace(figures, psi=self._output_psi(state))
         moved, judged = advance(state, now, figures)
         if judged is None:
             return
@@ -227,6 +230,44 @@ class RolloutController:
         else:
             self._before.pop(model, None)
             self._decided(moved, moved.phase, judged.evaluation.verdict, judged.evaluation)
+
+    def _start_sampling(self, state: RolloutState) -> None:
+        """Fresh samples of both versions' outputs, for the step starting now."""
+        self._stop_sampling(state.model)
+        stable, canary = (
+            self._version(state.model, state.stable),
+            self._version(state.model, state.canary),
+        )
+        if stable is None or canary is None:
+            return  # unloaded meanwhile: the PSI gate is not judged
+        samples = (OutputSample(), OutputSample())
+        stable.output_sample, canary.output_sample = samples
+        self._samples[state.model] = samples
+
+    def _stop_sampling(self, model: str) -> None:
+        if self._samples.pop(model, None) is None:
+            return
+        served = self.registry.state.models.get(model)
+        for version in served.versions.values() if served is not None else ():
+            version.output_sample = None
+
+    def _output_psi(self, state: RolloutState) -> float | None:
+        """The largest PSI of the canary's outputs against the stable version's over
+        the step (bins from the stable version's profile.json where it has one)."""
+        samples = self._samples.get(state.model)
+        if samples is None:
+            return None
+        stable = self._version(state.model, state.stable)
+        edges = None
+        if stable is not None and stable.drift is not None:
+            binner = stable.drift.binner
+            edges = dict(zip(binner.names, binner.edges_of, strict=True))
+        by_column = output_psi(*samples, edges)
+        return max(by_column.values(), default=None) if by_column else None
+
+    def _version(self, model: str, number: int) -> ModelVersion | None:
+        served = self.registry.state.models.get(model)
+        return None if served is None else served.versions.get(number)
 
     async def _write(self, state: RolloutState) -> None:
         """The rollout's new state and the routing it serves, in one change; applied here
@@ -261,16 +302,3 @@ def _stable_version(routing: RoutePlan | None, default: ModelVersion | None) -> 
     if routing is not None and routing.weights:
         return max(routing.weights, key=lambda pair: pair[1])[0]
     return None if default is None else default.info.version
-
-
-def _with_psi(figures: StepFigures, drift: DriftMonitor, state: RolloutState) -> StepFigures:
-    """The largest PSI of the canary's outputs against the stable version's over the
-    drift window, when both are monitored with shared bins (gateway.service.drift);
-    else unknown, and that gate is not judged."""
-    report = drift.report(state.model)
-    for pair in report["between_versions"]:
-        if sorted(pair["versions"]) == sorted([str(state.stable), str(state.canary)]):
-            values = list(pair["psi"].values())
-            if values:
-                return replace(figures, psi=max(values))
-    return figures

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests import onnx_models
@@ -63,7 +64,9 @@ def _infer(client: httpx.Client) -> tuple[int, str]:
 
 
 def _start(url: str, **plan: Any) -> dict[str, Any]:
-    body = {"version": 2, "gates": {"min_requests": 20}, **plan}
+    # the p99 of a few hundred requests on a shared 2-core machine moves by half from
+    # one run to the next: room for that, as these tests are not about latency
+    body = {"version": 2, "gates": {"min_requests": 20, "max_p99_ratio": 4.0}, **plan}
     response = httpx.post(f"{url}/admin/models/pair/rollout", json=body, headers=AUTH, timeout=10)
     assert response.status_code == 201, response.text
     started: dict[str, Any] = response.json()
@@ -118,7 +121,7 @@ def test_the_rollout_goes_on_when_the_worker_judging_it_dies(tmp_path: Path) -> 
                 30,
             )
             state = _until_finished(url)
-        assert state["state"] == "promoted", state  # never left half-done
+        assert state["state"] == "promoted", orjson.dumps(state).decode()
         routing = httpx.get(f"{url}/admin/models/pair/routing", headers=AUTH, timeout=10)
         assert routing.json()["weights"] == {"1": 0.0, "2": 100.0}
 
@@ -139,7 +142,7 @@ def test_a_gateway_restarted_mid_rollout_resumes_it(tmp_path: Path) -> None:
             resumed = _rollout(second.url)
             assert resumed["state"] == "stepping" and resumed["weight"] == 50
             state = _until_finished(second.url)
-        assert state["state"] == "promoted", state
+        assert state["state"] == "promoted", orjson.dumps(state["evaluations"]).decode()
         assert {code for code, _ in load.results} == {200}
         assert {version for _, version in load.results} == {"1", "2"}  # it served the split
     finally:
@@ -161,7 +164,7 @@ def test_the_controller_counts_the_requests_of_every_replica(tmp_path: Path) -> 
                 BackgroundLoad(b.url, _infer, clients=3, seconds=120) as load,
             ):
                 state = _until_finished(b.url)
-        assert state["state"] == "promoted", state
+        assert state["state"] == "promoted", orjson.dumps(state["evaluations"]).decode()
         judged = [e for e in state["evaluations"] if e["verdict"] == "pass"]
         assert len(judged) == 2 and all(e["requests"] >= 20 for e in judged)
         assert {code for code, _ in load.results} == {200}

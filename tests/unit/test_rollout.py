@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.metrics import Metrics
+from gateway.monitoring.outputs import OutputSample, output_psi
 from gateway.rollout.figures import (
     across_replicas,
     counts_from_json,
@@ -223,3 +225,36 @@ def test_replicas_share_their_counts_and_the_step_covers_all_of_them() -> None:
     assert (figures.requests, figures.errors, figures.shadow_runs) == (90, 30, 1)
     gone = {"a": shared["a"]}  # b left during the step
     assert step_figures(*across_replicas(start, gone), "2", "1", False).requests == 30
+
+
+def test_an_output_sample_keeps_the_last_rows_within_its_bound() -> None:
+    sample = OutputSample(capacity=10)
+    for start in range(0, 25, 3):  # batches of 3 rows, wrapping the ring
+        sample.observe({"y": np.arange(start, start + 3, dtype=np.float32)[:, None]})
+    rows = sample.rows()["y"][:, 0]
+    assert sorted(rows.tolist()) == list(range(17, 27))  # the last ten of 0..26
+    sample.observe({"y": np.arange(40, dtype=np.float32)[:, None]})  # more than it holds
+    assert sorted(sample.rows()["y"][:, 0].tolist()) == list(range(30, 40))
+    sample.observe({"y": np.zeros((2, 3), dtype=np.float32), "label": np.array([b"x"])})
+    assert set(sample.rows()) == {"y"}  # a reshaped tensor and BYTES are skipped
+
+
+def test_output_psi_tells_moved_outputs_from_the_same_ones() -> None:
+    rng = np.random.default_rng(3)
+
+    def sample_of(scale: float, rows: int = 2000) -> OutputSample:
+        sample = OutputSample()
+        values = rng.normal(size=(rows, 2)).astype(np.float32)
+        sample.observe({"sum": values * [1.0, scale], "argmax": values.argmax(axis=1)})
+        return sample
+
+    stable = sample_of(1.0)
+    same = output_psi(stable, sample_of(1.0))
+    assert same is not None and max(same.values()) < 0.1
+    moved = output_psi(stable, sample_of(2.0))
+    assert moved is not None and moved["sum[1]"] > 0.25 and moved["sum[0]"] < 0.1
+    assert output_psi(stable, sample_of(1.0, rows=50)) is None  # too few rows to judge
+    # the stable version's profile's bins where it has the column: one edge at 0 leaves
+    # two bins, which a scale cannot move
+    edges = {"sum[1]": (0.0,)}
+    assert output_psi(stable, sample_of(2.0), edges)["sum[1]"] < 0.1  # type: ignore[index]
