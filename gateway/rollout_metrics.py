@@ -17,12 +17,17 @@ class RolloutMetrics:
         )
         self.canary_weight = Gauge(
             "gateway_rollout_canary_weight",
-            "The canary's share of live traffic (0-100) as its rollout's controller set it",
+            "The canary's share of live traffic (0-100) as its rollout's state has it "
+            "(every worker sets it from the state it follows, so they agree)",
             ["model", "version"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemostrecent",
             registry=registry,
         )
 
     def moved(self, model: str, version: int, to: str, weight: float) -> None:
+        """A decision, counted once: by the worker that took it."""
         self.transitions.labels(model, str(version), to).inc()
+        self.canary_weight.labels(model, str(version)).set(weight)
+
+    def follows(self, model: str, version: int, weight: float) -> None:
         self.canary_weight.labels(model, str(version)).set(weight)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.control.records import loaded_field, routing_field
-from gateway.errors import InvalidRequest, ModelNotReady
+from gateway.errors import InvalidRequest, ModelNotReady, RolloutConflict
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.served import ServedModel, parse_version
 from gateway.routing.plan import RoutePlan
@@ -137,6 +137,7 @@ class ModelCatalog:
         if it applies to the versions loaded here; 400 with every problem otherwise."""
         self.require(name)  # 404 before looking at the document
         plan = self.registry.check_routing(name, RoutePlan.from_json(document))
+        await self._no_rollout_running(name)
         await self.follower.store.write(name, routing_field(plan.to_json()))
         await self._follow()
         return self._routing(self.registry.model(name))
@@ -144,9 +145,22 @@ class ModelCatalog:
     async def reset_routing(self, name: str) -> JsonObject:
         """Back to the routing of the model's model.toml, in every worker."""
         self.require(name)
+        await self._no_rollout_running(name)
         await self.follower.store.write(name, routing_field(None))
         await self._follow()
         return self._routing(self.registry.model(name))
+
+    async def _no_rollout_running(self, name: str) -> None:
+        """409 while a rollout steers the model's traffic: a routing change would be
+        undone at its next step."""
+        record = (await self.follower.store.read()).get(name)
+        rollout = None if record is None else record.rollout
+        if rollout is not None and rollout["state"] in ("shadowing", "stepping"):
+            raise RolloutConflict(
+                f"model '{name}' has a rollout of version {rollout['canary']} running "
+                f"({rollout['state']}), which sets its routing until it ends; abort it "
+                f"first with DELETE /admin/models/{name}/rollout"
+            )
 
     def drift(self, name: str) -> JsonObject:
         """Per version: its window's rows and each column's PSI against its profile, and

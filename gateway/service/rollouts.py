@@ -164,6 +164,7 @@ class RolloutController:
             if record.rollout is None:
                 continue
             state = from_json(record.rollout)
+            self.rollout_metrics.follows(model, state.canary, state.weight)
             if state.finished:
                 self._before.pop(model, None)
                 self._shared_at.pop(model, None)

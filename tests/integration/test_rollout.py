@@ -168,6 +168,11 @@ def test_an_abort_returns_traffic_at_once(gateway: RunningGateway) -> None:
     slow = {"version": 2, "shadow_s": 0, "steps": [50], "interval_s": 600}
     started = httpx.post(f"{url}/admin/models/pair/rollout", json=slow, headers=AUTH, timeout=10)
     assert started.status_code == 201 and started.json()["weight"] == 50
+    routing = f"{url}/admin/models/pair/routing"
+    refused = httpx.put(routing, json={"weights": {"1": 1}}, headers=AUTH, timeout=10)
+    assert refused.status_code == 409
+    assert "rollout of version 2 running (stepping)" in refused.json()["error"]
+    assert httpx.delete(routing, headers=AUTH, timeout=10).status_code == 409
     aborted = httpx.delete(f"{url}/admin/models/pair/rollout", headers=AUTH, timeout=10)
     assert aborted.status_code == 200 and aborted.json()["state"] == "aborted"
     with httpx.Client(base_url=url, timeout=10) as client:

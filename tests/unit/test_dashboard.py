@@ -13,6 +13,7 @@ import yaml
 
 from gateway.drift_metrics import DriftCollector
 from gateway.metrics import Metrics
+from gateway.rollout_metrics import RolloutMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "gateway-dashboard.json"
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
@@ -22,11 +23,12 @@ def _exported() -> dict[str, set[str]]:
     """Every series name the gateway exports, with its label names."""
     names: dict[str, set[str]] = {}
     metrics = Metrics()
+    rollouts = RolloutMetrics(metrics.registry)  # the app registers them beside the rest
     for family in metrics.registry.collect():
         for suffix in SUFFIXES[family.type]:
             names[family.name + suffix] = set()
     # collect() gives no label names for a metric without children: read its definition
-    for attribute in vars(metrics).values():
+    for attribute in [*vars(metrics).values(), *vars(rollouts).values()]:
         labelnames = getattr(attribute, "_labelnames", None)
         name = getattr(attribute, "_name", None)
         if labelnames is None or name is None:
@@ -77,10 +79,20 @@ def test_the_panels_an_operator_needs() -> None:
         "gateway_feature_lookups_total",
         "gateway_model_info",
         "gateway_build_info",
+        "gateway_rollout_canary_weight",
+        "gateway_rollout_transitions_total",
     ):
         assert name in used, name
     titles = " ".join(str(p["title"]).lower() for p in _panels())
-    for words in ("request rate", "p50 / p99", "batch size", "queue depth", "shadow", "source"):
+    for words in (
+        "request rate",
+        "p50 / p99",
+        "batch size",
+        "queue depth",
+        "shadow",
+        "source",
+        "rollout",
+    ):
         assert words in titles
 
 
