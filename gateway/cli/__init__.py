@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--gate", action="append", default=[], help="NAME=VALUE, e.g. max_psi=0.2"
             )
+        if name == "status":
+            command.add_argument(
+                "--wait",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="wait up to SECONDS for the rollout to finish; exit 0 only if promoted",
+            )
 
     features = commands.add_parser("features", help="manage model features in Redis")
     feature_commands = features.add_subparsers(dest="features_command", required=True)
@@ -117,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    from gateway.cli.rollout import ApiError, call, describe, plan
+    from gateway.cli.rollout import ApiError, call, describe, plan, wait
 
     url = f"{args.url.rstrip('/')}/admin/models/{args.model}/rollout"
     try:
@@ -126,12 +134,17 @@ def _rollout(args: argparse.Namespace) -> int:
             state = call("POST", url, args.token, body)
         elif args.rollout_command == "abort":
             state = call("DELETE", url, args.token)
+        elif args.wait is not None:
+            state = wait(url, args.token, args.wait)
         else:
             state = call("GET", url, args.token)
     except ApiError as exc:
         print(f"gateway rollout {args.rollout_command}: {exc}", file=sys.stderr)
         return 1
     print(describe(state))
+    if args.rollout_command == "status" and args.wait is not None:
+        # for a deploy script: go on only with the new version serving
+        return 0 if state["state"] == "promoted" else 1
     return 0
 
 

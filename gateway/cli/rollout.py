@@ -3,6 +3,7 @@ the evaluations printed as a table."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import orjson
 
 GATES = ("error_rate", "p99_ratio", "disagreement", "psi")
+RUNNING = ("shadowing", "stepping")
+POLL_S = 0.5
 
 
 class ApiError(Exception):
@@ -34,6 +37,16 @@ def call(method: str, url: str, token: str, body: Any = None) -> dict[str, Any]:
         raise ApiError(f"{exc.code}: {message or exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise ApiError(f"cannot reach {url}: {exc}") from None
+
+
+def wait(url: str, token: str, seconds: float) -> dict[str, Any]:
+    """The rollout's state once it has finished, or as it stands after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        state = call("GET", url, token)
+        if state["state"] not in RUNNING or time.monotonic() >= deadline:
+            return state
+        time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
 
 
 def plan(

@@ -19,6 +19,8 @@ from gateway.rollout.judge import StepFigures
 # (metric sample name, its labels, its value), as a Prometheus exposition holds them
 Sample = tuple[str, Mapping[str, str], float]
 K = TypeVar("K")
+# a p99 needs a hundred requests before it says more than "the slowest one"
+MIN_LATENCY_SAMPLES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +103,13 @@ def _delta(before: Mapping[K, float], after: Mapping[K, float], key: K) -> float
 
 
 def _p99(before: Counts, after: Counts, version: str) -> float | None:
+    """The version's p99 over the step; unknown below ``MIN_LATENCY_SAMPLES`` requests,
+    where it would be little more than the slowest one."""
     earlier = before.buckets.get(version, {})
     later = after.buckets.get(version, {})
     cumulative = sorted((bound, count - earlier.get(bound, 0.0)) for bound, count in later.items())
+    if not cumulative or cumulative[-1][1] < MIN_LATENCY_SAMPLES:
+        return None
     return histogram_quantile(0.99, cumulative)
 
 

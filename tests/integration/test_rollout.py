@@ -216,6 +216,8 @@ def test_the_cli_starts_shows_and_aborts(gateway: RunningGateway) -> None:
     assert again.returncode == 1 and "409: model 'pair' has a rollout" in again.stderr
     aborted = _cli("abort", "pair", *url)
     assert aborted.returncode == 0 and "aborted, canary weight 0%" in aborted.stdout
+    waited = _cli("status", "pair", *url, "--wait", "30")  # finished: it returns at once
+    assert waited.returncode == 1 and "aborted" in waited.stdout  # not promoted
     bad = _cli("start", "pair", "--version", "2", "--gate", "max_psi", *url)
     assert bad.returncode == 1 and "--gate takes NAME=VALUE" in bad.stderr
 
@@ -224,8 +226,9 @@ def test_the_cli_prints_every_evaluation_as_a_table(gateway: RunningGateway) -> 
     url = gateway.url
     with BackgroundLoad(url, _infer, clients=2, seconds=60):
         assert _start(url, 2).status_code == 201
-        _until_finished(url)
-    table = _cli("status", "pair", "--url", url).stdout.splitlines()
+        waited = _cli("status", "pair", "--url", url, "--wait", "50")
+    assert waited.returncode == 0, waited.stdout  # promoted
+    table = waited.stdout.splitlines()
     assert table[0] == "model pair: version 2 over 1, promoted, canary weight 100%"
     assert table[1].split() == ["t", "(s)", "phase", "weight", "verdict", "requests",
                                 "error_rate", "p99_ratio", "disagreement", "psi"]  # fmt: skip

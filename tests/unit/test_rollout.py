@@ -258,3 +258,15 @@ def test_output_psi_tells_moved_outputs_from_the_same_ones() -> None:
     # two bins, which a scale cannot move
     edges = {"sum[1]": (0.0,)}
     assert output_psi(stable, sample_of(2.0), edges)["sum[1]"] < 0.1  # type: ignore[index]
+
+
+def test_a_p99_of_fewer_than_a_hundred_requests_is_not_judged() -> None:
+    metrics = Metrics()
+    before = counts_of(metrics.samples(), "m")
+    for _ in range(99):
+        metrics.request_done("m", "2", "v2", 200, 0.5)
+    for _ in range(500):
+        metrics.request_done("m", "1", "v2", 200, 0.001)
+    figures = step_figures(before, counts_of(metrics.samples(), "m"), "2", "1", shadowing=False)
+    assert figures.canary_p99_s is None and figures.stable_p99_s is not None
+    assert judge(Gates(min_requests=50), figures).verdict == "pass"  # p99 ratio unknown
