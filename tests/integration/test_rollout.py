@@ -70,10 +70,10 @@ def _until_finished(url: str, timeout_s: float = 60.0) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def _start(url: str, version: int) -> httpx.Response:
+def _start(url: str, version: int, **gates: float) -> httpx.Response:
     return httpx.post(
         f"{url}/admin/models/pair/rollout",
-        json={"version": version, **FAST},
+        json={"version": version, **FAST, "gates": {**GATES, **gates}},
         headers=AUTH,
         timeout=10,
     )
@@ -126,7 +126,8 @@ def test_a_slow_canary_is_rolled_back_on_its_p99_within_a_second(
         return time.time(), code, version  # the clock of the evaluations' "at"
 
     with BackgroundLoad(url, timed, clients=3, seconds=60) as load:
-        assert _start(url, 4).status_code == 201
+        # enough requests in its step for a p99 (a hundred), at 15 ms each
+        assert _start(url, 4, min_requests=120).status_code == 201
         state = _until_finished(url)
         time.sleep(1.5)  # traffic after the rollback, to show where it goes
     assert state["state"] == "rolled_back", orjson.dumps(state["evaluations"]).decode()
