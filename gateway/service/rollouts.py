@@ -116,7 +116,7 @@ class RolloutController:
             )
         document = dict(record.rollout)
         if document["state"] in ("shadowing", "stepping"):
-            # the worker judging it (``replica/pid``), for an operator to find its log
+            # the worker judging it (``host/pid``), for an operator to find its log
             document["controller"] = await self.store.lease_holder(f"rollout:{model}")
         return document
 
