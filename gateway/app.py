@@ -21,12 +21,15 @@ from starlette.types import ASGIApp
 
 from gateway.config import Settings, worker_directory
 from gateway.control.store import open_control_store
-from gateway.errors import ControlUnavailable, GatewayError
+from gateway.errors import ConfigError, ControlUnavailable, GatewayError
 from gateway.http import responses
 from gateway.http.inference import InferenceRoutes
 from gateway.http.routes import ROUTES
 from gateway.logs import configure_logging
 from gateway.metrics import Metrics
+from gateway.payload.sinks import open_sink
+from gateway.payload.writer import PayloadWriter
+from gateway.payload_metrics import PayloadMetrics
 from gateway.protocol.tensors import quiet_float_casts
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.watcher import RepositoryWatcher
@@ -74,6 +77,8 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
             follower, replica = await _follow_the_desired_state(
                 stack, settings, shared_dir, registry
             )
+            # unwinds after the shadows: a shadowed request's record waits for its shadow
+            payload = _open_payload_log(stack, settings, metrics)
             shadows = ShadowScheduler(metrics, settings.shadow_log)
             # unwinds before the registry: shadows finish while their versions still serve
             stack.push_async_callback(shadows.aclose, settings.drain_timeout)
@@ -98,6 +103,8 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
                     metrics,
                     shadows,
                     logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
+                    payload,
+                    settings.payload_sample,
                 ),
                 "catalog": ModelCatalog(
                     follower, None if group is None else group.all_ready, drift, rollouts
@@ -178,6 +185,29 @@ def _monitor_drift(
         stack.callback(exchange.forget)
         stack.push_async_callback(_cancel, sharing)
     return monitor
+
+
+def _open_payload_log(
+    stack: AsyncExitStack, settings: Settings, metrics: Metrics
+) -> PayloadWriter | None:
+    """The payload log's writer (``--payload-log``), closed at shutdown once what is
+    queued is written (or ``--drain-timeout`` has passed)."""
+    if settings.payload_log is None:
+        return None
+    try:
+        sink = open_sink(settings.payload_log, settings.payload_max_len)
+    except OSError as exc:
+        raise ConfigError(f"--payload-log {settings.payload_log}: {exc}") from None
+    writer = PayloadWriter(sink, PayloadMetrics(metrics.registry))
+
+    async def close() -> None:
+        await asyncio.to_thread(writer.close, max(settings.drain_timeout, 1.0))
+
+    stack.push_async_callback(close)
+    logging.getLogger("gateway.payload").info(
+        "payload log: %s, %g of requests", sink.description, settings.payload_sample
+    )
+    return writer
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

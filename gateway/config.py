@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         30.0, description="seconds a client has to send its headers, and its body (else 408)"
     )
     shadow_log: Path | None = Field(None, description="JSONL log of shadow comparisons")
+    payload_log: str | None = Field(
+        None, description="log each answered request: file:///DIR or redis://HOST:PORT/STREAM"
+    )
+    payload_sample: Annotated[float, Field(ge=0, le=1)] = Field(
+        1.0, description="share of requests the payload log records"
+    )
+    payload_max_len: Annotated[int, Field(ge=1)] = Field(
+        100_000, description="entries a payload log Redis Stream is trimmed to"
+    )
     drain_timeout: Annotated[float, Field(ge=0)] = Field(
         30.0, description="seconds to finish in-flight requests on SIGTERM"
     )
@@ -68,7 +77,7 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("redis_url", "control_url", "features_file", mode="before")
+    @field_validator("redis_url", "control_url", "features_file", "payload_log", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # GATEWAY_FEATURES_FILE= (as compose or `docker run -e` write it) means "none"
@@ -79,6 +88,21 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value is not None and not is_redis_url(value):
             raise ValueError(f"expected a URL starting with {REDIS_URL_STARTS}; got {value!r}")
+        return value
+
+    @field_validator("payload_log")
+    @classmethod
+    def _payload_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("file://"):
+            if not value.removeprefix("file://").startswith("/"):
+                raise ValueError(f"expected file:///ABSOLUTE/DIR; got {value!r}")
+            return value
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                f"expected file:///DIR or redis://HOST:PORT/STREAM (rediss:// too); got {value!r}"
+            )
         return value
 
     @field_validator("admin_token")

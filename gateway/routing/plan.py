@@ -32,13 +32,15 @@ class RoutePlan:
     ``declared``: the weights as they were given, zeros included (what GET shows).
     ``sticky_key``: a header (lower case) or input whose value pins a caller to a
     version. ``shadow_version`` receives a copy of a ``shadow_fraction`` of the
-    requests whose answers nobody sees."""
+    requests whose answers nobody sees. ``rollout``: a running rollout set it (so a
+    request routed by it says so in the payload log)."""
 
     weights: tuple[tuple[int, float], ...] = ()
     sticky_key: str | None = None
     shadow_version: int | None = None
     shadow_fraction: float = 0.0
     declared: tuple[tuple[int, float], ...] = ()
+    rollout: bool = False
 
     @classmethod
     def from_section(cls, section: RoutingSection) -> RoutePlan:

@@ -28,11 +28,15 @@ class Decision:
     default (its highest loaded version). ``shadow``: a version that also runs the
     request once the caller has its answer. ``key_input``: the sticky key is this
     input of the body, so the primary is chosen again (``by_input``) once it is
-    decoded; until then ``version`` is a provisional draw whose signature decodes it."""
+    decoded; until then ``version`` is a provisional draw whose signature decodes it.
+    ``reason``: why this version (the payload log's ``routing``): ``explicit`` (named
+    by the caller), ``default`` (no weights: the highest version), ``weights``,
+    ``sticky`` (a sticky key picked it) or ``rollout`` (a running rollout's weights)."""
 
     version: int | None
     shadow: int | None = None
     key_input: str | None = None
+    reason: str = "default"
 
 
 DEFAULT = Decision(None)
@@ -53,7 +57,7 @@ def route(
     value. ``inputs``: what a caller may send in the body (a sticky key among them is
     read from the body, else from the header of that name)."""
     if named is not None:
-        return Decision(named)
+        return Decision(named, reason="explicit")
     if plan is None:
         return DEFAULT
     shadow = plan.shadow_version if shadow_drawn(plan, rng) else None
@@ -65,7 +69,16 @@ def route(
             key_input = key
         else:
             sticky = header(key)
-    return Decision(_primary(plan, loaded, sticky, rng), shadow, key_input)
+    return Decision(_primary(plan, loaded, sticky, rng), shadow, key_input, reason_of(plan, sticky))
+
+
+def reason_of(plan: RoutePlan, sticky: str | None) -> str:
+    """Why ``plan`` sent a request where it did (``Decision.reason``)."""
+    if plan.rollout:
+        return "rollout"
+    if not plan.weights:
+        return "default"
+    return "sticky" if sticky is not None else "weights"
 
 
 def by_input(plan: RoutePlan | None, loaded: Collection[int], value: str | None) -> int | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -55,6 +55,13 @@ class ShadowJob:
     inputs: Mapping[str, np.ndarray]
     output_names: Sequence[str]
     primary_outputs: Sequence[np.ndarray]
+    # told how the run ended (its outputs, or why there are none), once: the payload log
+    on_done: Callable[[Sequence[np.ndarray] | None, str | None], None] | None = None
+
+    def done(self, outputs: Sequence[np.ndarray] | None, error: str | None = None) -> None:
+        on_done, self.on_done = self.on_done, None
+        if on_done is not None:
+            on_done(outputs, error)
 
 
 class ShadowScheduler:
@@ -74,6 +81,7 @@ class ShadowScheduler:
         """Start the shadow run, or drop it (and count it) when too many are running."""
         if len(self._tasks) >= self._max_in_flight:
             self._observer.shadow_dropped(job.model, job.primary, job.target.label)
+            job.done(None, "dropped: too many shadow runs in flight")
             return False
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._tasks.add(task)
@@ -92,12 +100,19 @@ class ShadowScheduler:
             self._log = None
 
     async def _run(self, job: ShadowJob) -> None:
+        try:
+            await self._compare(job)
+        finally:  # cancelled at shutdown, say: the record still goes
+            job.done(None, "the shadow run was cancelled")
+
+    async def _compare(self, job: ShadowJob) -> None:
         shadow = job.target.label
         try:
             outputs = await job.target.run(job.inputs, job.output_names)
         except GatewayError as exc:
             self._observer.shadow_done(job.model, job.primary, shadow, None, None)
             self._write(job, None, None, exc.message)
+            job.done(None, exc.message)
             return
         except Exception as exc:  # a broken shadow is data, not an outage
             log.warning(
@@ -110,7 +125,9 @@ class ShadowScheduler:
             )
             self._observer.shadow_done(job.model, job.primary, shadow, None, None)
             self._write(job, None, None, str(exc))
+            job.done(None, str(exc))
             return
+        job.done(outputs)
         comparison = compare(job.output_names, job.primary_outputs, outputs)
         if comparison.mismatch:
             self._observer.shadow_done(job.model, job.primary, shadow, None, None)

@@ -21,6 +21,7 @@ or ``predict``; ``finish`` is called whatever happened, once the answer is sent.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
@@ -30,12 +31,15 @@ import numpy as np
 from gateway.batching.ticket import Ticket
 from gateway.features.lookup import FeatureLookup
 from gateway.metrics import Metrics
+from gateway.payload.record import PayloadEntry
+from gateway.payload.record import now as payload_now
+from gateway.payload.writer import PayloadWriter
 from gateway.protocol.signature import check_shape
 from gateway.protocol.v2 import InferRequest
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.served import ServedModel, parse_version
 from gateway.repository.version import ModelVersion
-from gateway.routing.router import by_input, route
+from gateway.routing.router import by_input, reason_of, route
 from gateway.routing.shadow import ShadowJob, ShadowScheduler
 from gateway.service.checks import check_batch, check_inputs, select_outputs
 from gateway.service.request_log import log_request
@@ -62,11 +66,20 @@ class InferenceService:
         metrics: Metrics,
         shadows: ShadowScheduler,
         log_requests: bool = False,
+        payload: PayloadWriter | None = None,
+        payload_sample: float = 1.0,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.shadows = shadows
         self.log_requests = log_requests
+        self.payload = payload  # the payload log, if it is on
+        self.payload_sample = payload_sample
+
+    def sampled(self) -> bool:
+        """Whether the payload log records this request (``--payload-sample``)."""
+        share = self.payload_sample
+        return share >= 1.0 or (share > 0.0 and random.random() < share)
 
     def call(
         self, protocol: str, model: str, version: str | None, request_id: bytes
@@ -82,6 +95,7 @@ class InferenceCall:
 
     __slots__ = (
         "_headers",
+        "entity_ids",
         "features",
         "features_default",
         "features_store",
@@ -90,6 +104,9 @@ class InferenceCall:
         "model",
         "protocol",
         "request_id",
+        "ran_inputs",
+        "ran_outputs",
+        "routing",
         "served",
         "service",
         "shadow",
@@ -115,6 +132,11 @@ class InferenceCall:
     features_default: int
     ticket: Ticket | None
     shadow_job: ShadowJob | None  # the shadow run to start once the answer is sent
+    routing: str  # why the target: Decision.reason
+    # for the payload log, when it is on: what ran and what it answered
+    ran_inputs: Mapping[str, np.ndarray] | None
+    ran_outputs: list[tuple[str, np.ndarray]] | None
+    entity_ids: np.ndarray | None
     _headers: Headers
 
     def __init__(
@@ -140,6 +162,10 @@ class InferenceCall:
         self.features_default = 0
         self.ticket = None
         self.shadow_job = None
+        self.routing = "default"
+        self.ran_inputs = None
+        self.ran_outputs = None
+        self.entity_ids = None
         self._headers = ()
 
     def admit(self, headers: Headers = ()) -> ModelVersion:
@@ -156,6 +182,7 @@ class InferenceCall:
         self.served = served
         self.features = served.features
         self.key_input = decision.key_input
+        self.routing = decision.reason
         shadow = decision.shadow
         self.shadow = None if shadow is None else served.versions.get(shadow)
         target = self.target = served.version(decision.version)
@@ -181,6 +208,7 @@ class InferenceCall:
         pending = None
         features = self.features
         if features is not None and features.entity_input in request.inputs:
+            self.entity_ids = request.inputs[features.entity_input]
             pending = features.start_fill(request.inputs, request.datatypes, self)
         signature = target.signature
         check_inputs(signature, request.inputs, request.datatypes)
@@ -191,6 +219,8 @@ class InferenceCall:
         )
         outputs = list(zip(names, arrays, strict=True))
         self._plan_shadow(target, request.inputs, outputs)
+        # the inputs as run: the features are in place of the entity ids by now
+        self.ran_inputs, self.ran_outputs = request.inputs, outputs
         return InferResult(target, outputs, binary)
 
     async def predict(
@@ -206,6 +236,7 @@ class InferenceCall:
         arrays = await target.run(inputs, names, ticket=self.ticket, gone=gone)
         outputs = list(zip(names, arrays, strict=True))
         self._plan_shadow(target, inputs, outputs)
+        self.ran_inputs, self.ran_outputs = inputs, outputs
         return InferResult(target, outputs, [])
 
     @property
@@ -223,9 +254,18 @@ class InferenceCall:
         if ticket is not None:
             ticket.release()
         service = self.service
-        if status == 200 and self.shadow_job is not None:
-            self.shadow_job.request_id = self.request_id.decode("latin-1")
-            service.shadows.try_spawn(self.shadow_job)
+        entry = None
+        if status == 200 and service.payload is not None and service.sampled():
+            entry = self._payload_entry(ticket)
+        shadow_job = self.shadow_job
+        if status == 200 and shadow_job is not None:
+            shadow_job.request_id = self.request_id.decode("latin-1")
+            if entry is not None:  # the record waits for the shadow's outputs
+                shadow_job.on_done = _with_shadow(entry, service.payload, shadow_job)
+                entry = None
+            service.shadows.try_spawn(shadow_job)
+        if entry is not None:
+            service.payload.submit(entry)  # type: ignore[union-attr]
         target = self.target
         label = "" if target is None else target.label
         model = self.model
@@ -239,6 +279,30 @@ class InferenceCall:
             log_request(
                 self.request_id, model, label, self.protocol, status, elapsed, ticket, features
             )
+
+    def _payload_entry(self, ticket: Ticket | None) -> PayloadEntry | None:
+        target, outputs, inputs = self.target, self.ran_outputs, self.ran_inputs
+        if target is None or outputs is None or inputs is None:
+            return None
+        features = self.features
+        return PayloadEntry(
+            at=payload_now(),
+            request_id=self.request_id.decode("latin-1"),
+            model=self.model,
+            version=target.label,
+            routing=self.routing,
+            protocol=self.protocol,
+            inputs=inputs,
+            outputs=outputs,
+            entity_input=None
+            if self.entity_ids is None or features is None
+            else features.entity_input,
+            entity_ids=self.entity_ids,
+            rows_from_store=self.features_store,
+            rows_defaulted=self.features_default,
+            queue_s=None if ticket is None else ticket.queued_s,
+            inference_s=None if ticket is None else ticket.ran_s,
+        )
 
     def _by_input(self, inputs: Mapping[str, np.ndarray]) -> ModelVersion:
         """The version that answers, once the inputs are known: only a sticky key that
@@ -254,6 +318,8 @@ class InferenceCall:
             served = self.served
             assert served is not None
             target = self.target = served.version(by_input(served.routing, served.versions, key))
+            if served.routing is not None:
+                self.routing = reason_of(served.routing, key)
         return target
 
     def _plan_shadow(
@@ -275,6 +341,21 @@ class InferenceCall:
             output_names=[name for name, _ in outputs],
             primary_outputs=[array for _, array in outputs],
         )
+
+
+def _with_shadow(
+    entry: PayloadEntry, payload: PayloadWriter | None, job: ShadowJob
+) -> Callable[[Sequence[np.ndarray] | None, str | None], None]:
+    """Completes ``entry`` with the shadow's outputs (or why it has none) and submits it."""
+
+    def done(outputs: Sequence[np.ndarray] | None, error: str | None) -> None:
+        entry.shadow_version = job.target.label
+        entry.shadow_outputs = outputs
+        entry.shadow_error = error
+        if payload is not None:
+            payload.submit(entry)
+
+    return done
 
 
 def _header_reader(headers: Headers) -> Callable[[str], str | None]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from gateway.control.records import Applied, ModelRecord
 from gateway.control.store import ControlStore
@@ -93,6 +94,9 @@ class StateFollower:
             return
         try:
             plan = None if record.routing is None else RoutePlan.from_json(record.routing)
+            rollout = record.rollout
+            if plan is not None and rollout and rollout.get("state") in ("shadowing", "stepping"):
+                plan = replace(plan, rollout=True)
             if not record.loaded:
                 await registry.set_routing(name, plan)  # kept for when it loads again
                 await registry.unload_model(name)

@@ -39,6 +39,7 @@ ALLOWED: Mapping[str, Set[str]] = {
     "processes": set(),
     "drift_metrics": set(),
     "rollout_metrics": set(),
+    "payload_metrics": set(),
     "metrics": {"tallies", "drift_metrics", "packages"} | SHARED,
     "workers": {"metrics", "processes"} | SHARED,
     "protocol": SHARED,
@@ -48,6 +49,7 @@ ALLOWED: Mapping[str, Set[str]] = {
     "control": {"redis_client", "processes"} | SHARED,
     "monitoring": {"protocol"} | SHARED,
     "rollout": SHARED,
+    "payload": {"protocol"} | SHARED,
     "repository": {"routing", "features", "monitoring", "batching", "protocol", "packages"}
     | SHARED,
     "service": {
@@ -59,6 +61,7 @@ ALLOWED: Mapping[str, Set[str]] = {
         "processes",
         "rollout",
         "rollout_metrics",
+        "payload",
         "batching",
         "protocol",
         "metrics",
@@ -68,6 +71,8 @@ ALLOWED: Mapping[str, Set[str]] = {
     "app": {
         "control",
         "rollout_metrics",
+        "payload",
+        "payload_metrics",
         "http",
         "service",
         "repository",
@@ -82,7 +87,16 @@ ALLOWED: Mapping[str, Set[str]] = {
     }
     | SHARED,
     "server": {"app", "http", "protocol", "metrics", "workers"} | SHARED,
-    "cli": {"server", "service", "repository", "features", "monitoring", "protocol", "packages"}
+    "cli": {
+        "server",
+        "service",
+        "repository",
+        "features",
+        "monitoring",
+        "payload",
+        "protocol",
+        "packages",
+    }
     | SHARED,
     "__main__": {"cli"},
 }
@@ -272,6 +286,7 @@ def test_prometheus_only_in_metrics() -> None:
         "tallies.py",
         "drift_metrics.py",
         "rollout_metrics.py",
+        "payload_metrics.py",
     }
 
 

@@ -27,6 +27,9 @@ SPEC_FLAGS = {
     "--max-header-bytes",
     "--read-timeout",
     "--control-url",
+    "--payload-log",
+    "--payload-sample",
+    "--payload-max-len",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -77,8 +78,8 @@ def no_headers(name: str) -> str | None:
 
 def test_route_a_named_version_bypasses_routing() -> None:
     shadowed = RoutePlan(weights=((1, 1.0),), shadow_version=2, shadow_fraction=1.0)
-    assert route(shadowed, 7, [1, 2], no_headers, []) == Decision(7)  # no shadow either
-    assert route(None, 1, [1, 2], no_headers, []) == Decision(1)
+    assert route(shadowed, 7, [1, 2], no_headers, []) == Decision(7, reason="explicit")
+    assert route(None, 1, [1, 2], no_headers, []) == Decision(1, reason="explicit")
 
 
 def test_route_without_a_plan_goes_to_the_default() -> None:
@@ -95,11 +96,13 @@ def test_route_weights_shadow_and_sticky_header() -> None:
     )
     for user in KEYS[:50]:
         decided = route(sticky, None, [1, 2, 3], {"x-user": user}.get, ["a"])
-        assert decided == Decision(choose(sticky, user), 3, None)
+        assert decided == Decision(choose(sticky, user), 3, None, "sticky")
     # without the header the draw is random, the shadow still drawn
     rng = random.Random(1)
-    drawn = {route(sticky, None, [1, 2, 3], no_headers, ["a"], rng).version for _ in range(50)}
-    assert drawn == {1, 2}
+    drawn = [route(sticky, None, [1, 2, 3], no_headers, ["a"], rng) for _ in range(50)]
+    assert {d.version for d in drawn} == {1, 2} and {d.reason for d in drawn} == {"weights"}
+    rolling = replace(sticky, rollout=True)  # weights a running rollout set
+    assert route(rolling, None, [1, 2, 3], no_headers, ["a"]).reason == "rollout"
 
 
 def test_route_a_sticky_input_is_decided_once_the_body_is_read() -> None:
