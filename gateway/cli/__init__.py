@@ -88,6 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
                 help="wait up to SECONDS for the rollout to finish; exit 0 only if promoted",
             )
 
+    replay = commands.add_parser(
+        "replay", help="run a payload log's inputs again and compare with what was answered"
+    )
+    replay.add_argument(
+        "log", help="a payload .jsonl file, a directory of them, or redis://.../STREAM"
+    )
+    replay.add_argument("--model-repository", type=Path, required=True)
+    replay.add_argument("--model", default=None, help="only this model's records")
+    replay.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        dest="model_version",
+        help="run every record on this version (what would it have answered?)",
+    )
+    replay.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest absolute difference that still reproduces (default 0: bit for bit)",
+    )
+
     features = commands.add_parser("features", help="manage model features in Redis")
     feature_commands = features.add_subparsers(dest="features_command", required=True)
     load = feature_commands.add_parser(
@@ -121,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _build_profile(args)
     if args.command == "rollout":
         return _rollout(args)
+    if args.command == "replay":
+        from gateway.cli.replay import main as replay_main
+
+        return replay_main(
+            args.log, args.model_repository, args.model, args.model_version, args.tolerance
+        )
     return _check(args.directory)
 
 
