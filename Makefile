@@ -10,7 +10,7 @@ ARGS ?=
 # make bench QUICK=1: one model, two connection counts, one open-loop rate, 2 s per level
 QUICK_BENCH_ARGS := --models mlp --connections 1 64 --rate mlp=2000 --duration 2
 
-.PHONY: serve test redis-server check-models lint bench bench-compare bench-drift bench-features wrk clean
+.PHONY: serve test redis-server check-models lint bench bench-compare bench-drift bench-payload bench-features wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -73,6 +73,10 @@ bench-compare: $(VENV)/.installed-loadtest wrk
 # drift monitoring on vs off, side by side, and the time to bin one batch (loadtests/drift_cost.py)
 bench-drift: $(VENV)/.installed-loadtest wrk
 	$(BIN)/python -m loadtests.drift_cost $(BENCH_ARGS)
+
+# the payload log's cost: every request logged to a file vs no log, side by side
+bench-payload: $(VENV)/.installed-loadtest wrk
+	$(BIN)/python -m loadtests.payload_cost $(BENCH_ARGS)
 
 # features from Redis against the feature vector inline (loadtests/features_benchmark.py)
 bench-features: $(VENV)/.installed-loadtest wrk redis-server
