@@ -47,7 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     build = profile_commands.add_parser(
         "build", help="write a version's profile.json from a sample of its inputs"
     )
-    build.add_argument("data", type=Path, help="the sample: CSV, JSONL or .npy")
+    build.add_argument(
+        "data", type=Path, nargs="?", default=None, help="the sample: CSV, JSONL or .npy"
+    )
+    build.add_argument(
+        "--from-payload-log",
+        default=None,
+        metavar="LOG",
+        help="the sample: the model's inputs in a payload log (a file, a directory or a stream)",
+    )
     build.add_argument("--model-repository", type=Path, default=Path("models"))
     build.add_argument("--model", required=True)
     build.add_argument("--version", type=int, required=True, dest="model_version")
@@ -185,9 +193,15 @@ def _build_profile(args: argparse.Namespace) -> int:
     if not 2 <= args.bins <= 100:
         print(f"gateway profile build: --bins must be 2 to 100, got {args.bins}", file=sys.stderr)
         return 2
+    if (args.data is None) == (args.from_payload_log is None):
+        print(
+            "gateway profile build: give the sample as DATA or --from-payload-log LOG (one)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         _, summary = build_version_profile(
-            args.data,
+            args.data if args.data is not None else args.from_payload_log,
             args.model_repository,
             args.model,
             args.model_version,

@@ -19,6 +19,7 @@ import orjson
 
 from gateway.errors import ConfigError
 from gateway.monitoring.profile import PROFILE_FILE, build_profile, load_profile
+from gateway.payload.replay import Unreadable, read_log
 from gateway.protocol.datatypes import NUMPY_DTYPES
 from gateway.protocol.signature import Signature, TensorSpec
 from gateway.repository.session import OnnxModel
@@ -29,7 +30,7 @@ _CHUNK = 1024
 
 
 def build_version_profile(
-    data: Path,
+    data: Path | str,
     repository: Path,
     model: str,
     version: int,
@@ -49,7 +50,10 @@ def build_version_profile(
     config = load_model_config(repository / model / "model.toml")
     runtime = config.runtime.model_copy(update={"instances": 1})
     session = OnnxModel(onnx_file, runtime)
-    inputs = read_sample(data, session.signature, config)
+    if isinstance(data, Path):
+        inputs = read_sample(data, session.signature, config)
+    else:
+        inputs = read_payload_sample(data, model, session.signature)
     rows = next(iter(inputs.values())).shape[0]
     outputs = _run(session, inputs, rows)
     profile = build_profile({**inputs, **outputs}, bins, like)
@@ -61,6 +65,36 @@ def build_version_profile(
         f"tensors) -> {path}"
     )
     return path, summary
+
+
+def read_payload_sample(log: str, model: str, signature: Signature) -> dict[str, np.ndarray]:
+    """The numeric inputs of ``model``'s records in a payload log (as they ran: features
+    looked up), whichever version answered them, up to ``MAX_ROWS`` rows."""
+    numeric = [spec for spec in signature.inputs if spec.datatype != "BYTES"]
+    parts: dict[str, list[np.ndarray]] = {spec.name: [] for spec in numeric}
+    rows = 0
+    try:
+        records = read_log(log)
+        for record in records:
+            if isinstance(record, Unreadable) or record.model != model:
+                continue
+            arrays = [record.inputs.get(spec.name) for spec in numeric]
+            if any(a is None or a.ndim == 0 for a in arrays):
+                continue  # not the inputs this version takes
+            for spec, array in zip(numeric, arrays, strict=True):
+                assert array is not None
+                parts[spec.name].append(array.astype(NUMPY_DTYPES[spec.datatype], copy=False))
+            rows += int(arrays[0].shape[0]) if arrays and arrays[0] is not None else 0
+            if rows >= MAX_ROWS:
+                break
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    if not rows:
+        raise ConfigError(f"the payload log {log} has no records of model {model!r} to profile")
+    try:
+        return {name: np.concatenate(chunks)[:MAX_ROWS] for name, chunks in parts.items()}
+    except ValueError as exc:  # rows of different shapes
+        raise ConfigError(f"the payload log's {model} inputs do not line up: {exc}") from None
 
 
 def read_sample(data: Path, signature: Signature, config: ModelConfig) -> dict[str, np.ndarray]:

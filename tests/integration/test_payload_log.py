@@ -20,8 +20,11 @@ import numpy as np
 import orjson
 import pytest
 
+from gateway.cli.profile import build_version_profile
 from gateway.cli.replay import replay
 from gateway.config import Settings
+from gateway.errors import ConfigError
+from gateway.monitoring.profile import load_profile
 from gateway.payload.record import LoggedRequest
 from gateway.payload.replay import Unreadable, read_log
 from gateway.payload.tensors import decode
@@ -235,3 +238,19 @@ def test_the_redis_stream_sink_round_trips_and_outlives_an_outage(tmp_path: Path
         stop_gateway(gateway)
         redis_server.kill()
     assert codes and set(codes) == {200}  # the outage failed no request
+
+
+def test_a_profile_is_built_from_logged_traffic(
+    logged: tuple[Path, Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    root, log, _ = logged
+    repository = tmp_path / "models"
+    shutil.copytree(root / "fraud", repository / "fraud")
+    path, summary = build_version_profile(str(log), repository, "fraud", 1, 10)
+    assert summary.startswith(f"profiled fraud version 1 on 1 rows of {log}")
+    profile = load_profile(path)
+    assert {column.tensor for column in profile.columns} >= {"features", "probabilities"}
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(ConfigError, match="has no records of model 'fraud' to profile"):
+        build_version_profile(str(empty), repository, "fraud", 1, 10)
