@@ -105,7 +105,7 @@ def test_a_stuck_sink_never_blocks_submit_and_drops_are_counted() -> None:
     writer = PayloadWriter(sink, counts, size=10)
     for n in range(50):  # returns at once although nothing is written
         writer.submit(_entry(n))
-    assert counts.dropped["queue_full"] >= 50 - 10 - 256  # what neither queue nor batch held
+    assert counts.dropped["queue_full"] >= 50 - 10 - 1  # what neither the queue nor the writer held
     sink.release.set()
     writer.close(5.0)  # writes what is queued
     assert counts.written == len(sink.lines) and counts.written + counts.dropped["queue_full"] == 50
