@@ -32,6 +32,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def add_round_options(
+    parser: argparse.ArgumentParser, models: list[str], connections: list[int]
+) -> None:
+    """The options every side-by-side run takes (this one, drift_cost, payload_cost)."""
+    parser.add_argument("--models", nargs="+", default=models)
+    parser.add_argument("--connections", nargs="+", type=int, default=connections)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--server-cpu", default="0")
+    parser.add_argument("--client-cpu", default="1")
+
+
+# an arm: the repository it serves, its extra `gateway serve` flags, the source tree
+Arm = tuple[Path, list[str], Path]
+
+
+def side_by_side(
+    args: argparse.Namespace, arms: dict[str, Arm], bodies: dict[str, Path], banner: str
+) -> None:
+    """Start the "candidate" and "baseline" gateways, print ``banner``, compare them on
+    every model and connection count, and stop them."""
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    try:
+        for name, (repository, extra, source) in arms.items():
+            port = _free_port()
+            process = _start_server(
+                "gateway", repository, port, args.server_cpu, extra, source=source
+            )
+            servers[name] = (process, port)
+        print(banner, flush=True)
+        for model in args.models:
+            for connections in args.connections:
+                compare(args, servers, model, connections, bodies[model])
+    finally:
+        for process, _ in servers.values():
+            _stop(process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="origin/main", metavar="GIT_REF")
@@ -41,36 +79,19 @@ def main() -> None:
         metavar="GIT_REF",
         help="a commit to compare instead of the working tree",
     )
-    parser.add_argument("--models", nargs="+", default=["mlp", "wide"])
-    parser.add_argument("--connections", nargs="+", type=int, default=[1, 64])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
-    parser.add_argument("--server-cpu", default="0")
-    parser.add_argument("--client-cpu", default="1")
+    add_round_options(parser, ["mlp", "wide"], [1, 64])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gateway-compare-") as scratch:
         base = Path(scratch)
         repository = write_repository(base / "models", 32, 2.0)
         bodies = _bodies(base, args.models)
-        sources = {
-            "candidate": export_tree(args.candidate, base / "candidate")
-            if args.candidate
-            else ROOT,
-            "baseline": export_tree(args.baseline, base / "baseline"),
+        candidate = export_tree(args.candidate, base / "candidate") if args.candidate else ROOT
+        arms: dict[str, Arm] = {
+            "candidate": (repository, [], candidate),
+            "baseline": (repository, [], export_tree(args.baseline, base / "baseline")),
         }
-        servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-        try:
-            for name, source in sources.items():
-                port = _free_port()
-                process = _start_server("gateway", repository, port, args.server_cpu, source=source)
-                servers[name] = (process, port)
-            print(f"candidate: {args.candidate or 'working tree'}, baseline: {args.baseline}")
-            for model in args.models:
-                for connections in args.connections:
-                    compare(args, servers, model, connections, bodies[model])
-        finally:
-            for process, _ in servers.values():
-                _stop(process)
+        banner = f"candidate: {args.candidate or 'working tree'}, baseline: {args.baseline}"
+        side_by_side(args, arms, bodies, banner)
 
 
 def compare(

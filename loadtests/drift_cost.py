@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +22,8 @@ import numpy as np
 from gateway.cli.profile import build_version_profile
 from gateway.monitoring.binning import Binner
 from gateway.monitoring.profile import load_profile
-from loadtests.benchmark import _bodies, _free_port, _start_server, _stop
-from loadtests.compare import compare
+from loadtests.benchmark import ROOT, _bodies
+from loadtests.compare import Arm, add_round_options, side_by_side
 from loadtests.reference_models import input_width, write_repository
 
 SAMPLE_ROWS = 5000
@@ -32,12 +31,7 @@ SAMPLE_ROWS = 5000
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["mlp", "wide"])
-    parser.add_argument("--connections", nargs="+", type=int, default=[64])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
-    parser.add_argument("--server-cpu", default="0")
-    parser.add_argument("--client-cpu", default="1")
+    add_round_options(parser, ["mlp", "wide"], [64])
     parser.add_argument("--batch-rows", type=int, default=32, help="rows per timed batch")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gateway-drift-cost-") as scratch:
@@ -54,19 +48,9 @@ def main() -> None:
             print(summary, flush=True)
         for model in args.models:
             print(binning_time(on / model / "1" / "profile.json", model, args.batch_rows, rng))
-        bodies = _bodies(base, args.models)
-        servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-        try:
-            for name, repository in (("candidate", on), ("baseline", off)):
-                port = _free_port()
-                servers[name] = (_start_server("gateway", repository, port, args.server_cpu), port)
-            print("candidate: monitoring on, baseline: monitoring off", flush=True)
-            for model in args.models:
-                for connections in args.connections:
-                    compare(args, servers, model, connections, bodies[model])
-        finally:
-            for process, _ in servers.values():
-                _stop(process)
+        arms: dict[str, Arm] = {"candidate": (on, [], ROOT), "baseline": (off, [], ROOT)}
+        banner = "candidate: monitoring on, baseline: monitoring off"
+        side_by_side(args, arms, _bodies(base, args.models), banner)
 
 
 def binning_time(profile_path: Path, model: str, rows: int, rng: np.random.Generator) -> str:
