@@ -19,11 +19,10 @@ from gateway.config import Settings
 from tests import onnx_models
 from tests.background_load import BackgroundLoad
 from tests.conftest import ROOT, RunningGateway, start_gateway, stop_gateway
+from tests.rollout_client import AUTH, TOKEN, until_finished
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "rollout-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # On a shared 2-core machine the p99 of a few hundred requests moves by half from one
 # run to the next, so tests not about latency give that gate room; the slow canary's
 # p99 is ten times the stable version's
@@ -53,23 +52,6 @@ def _infer(client: httpx.Client) -> tuple[int, str]:
     return response.status_code, response.headers.get("x-model-version", "")
 
 
-def _rollout(url: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/admin/models/pair/rollout", headers=AUTH, timeout=10)
-    assert response.status_code == 200, response.text
-    state: dict[str, Any] = response.json()
-    return state
-
-
-def _until_finished(url: str, timeout_s: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        state = _rollout(url)
-        if state["state"] in ("promoted", "rolled_back", "aborted"):
-            return state
-        assert time.monotonic() < deadline, state
-        time.sleep(0.1)
-
-
 def _start(url: str, version: int, **gates: float) -> httpx.Response:
     return httpx.post(
         f"{url}/admin/models/pair/rollout",
@@ -86,7 +68,7 @@ def test_a_good_canary_is_promoted_through_every_step(gateway: RunningGateway) -
         assert started.status_code == 201, started.text
         assert started.json()["state"] == "shadowing" and started.json()["stable"] == 1
         assert _start(url, 2).status_code == 409  # one rollout at a time
-        state = _until_finished(url)
+        state = until_finished(url)
     assert state["state"] == "promoted", orjson.dumps(state["evaluations"]).decode()
     phases = [(e["phase"], e["verdict"]) for e in state["evaluations"] if e["verdict"] != "extend"]
     assert phases == [("shadowing", "pass"), ("stepping", "pass"), ("stepping", "pass")]
@@ -103,7 +85,7 @@ def test_a_bad_canary_is_rolled_back_at_the_first_evaluation(gateway: RunningGat
     url = gateway.url
     with BackgroundLoad(url, _infer, clients=3, seconds=60) as load:
         assert _start(url, 3).status_code == 201
-        state = _until_finished(url)
+        state = until_finished(url)
     assert state["state"] == "rolled_back", orjson.dumps(state["evaluations"]).decode()
     failing = state["evaluations"][-1]
     assert failing["phase"] == "shadowing" and failing["verdict"] == "fail"
@@ -129,7 +111,7 @@ def test_a_slow_canary_is_rolled_back_on_its_p99_within_a_second(
         # enough requests in its step for a p99 (a hundred), at 15 ms each
         # and the default p99 limit: this is the test about latency
         assert _start(url, 4, min_requests=120, max_p99_ratio=1.5).status_code == 201
-        state = _until_finished(url)
+        state = until_finished(url)
         time.sleep(1.5)  # traffic after the rollback, to show where it goes
     assert state["state"] == "rolled_back", orjson.dumps(state["evaluations"]).decode()
     failing = state["evaluations"][-1]
@@ -157,7 +139,7 @@ def test_a_canary_whose_outputs_move_is_rolled_back_on_their_psi(
 
     with BackgroundLoad(gateway.url, varied, clients=3, seconds=60) as load:
         assert _start(gateway.url, 5).status_code == 201
-        state = _until_finished(gateway.url)
+        state = until_finished(gateway.url)
     assert state["state"] == "rolled_back", orjson.dumps(state["evaluations"]).decode()
     gates = state["evaluations"][-1]["gates"]
     assert gates["psi"]["passed"] is False and gates["psi"]["value"] > 0.25

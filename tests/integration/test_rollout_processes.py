@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,13 +19,12 @@ from tests import onnx_models
 from tests.background_load import BackgroundLoad, wait_for
 from tests.gateway_process import GatewayProcess, serving
 from tests.redis_servers import RedisServer
+from tests.rollout_client import AUTH, FINISHED, TOKEN, rollout_state, until_finished
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "rollout-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FINISH_S = 90.0  # several processes, a step extended when a lease moves
 ROW = {"instances": [{"a": [1.0, 5.0, 2.0, 3.0], "b": [0, 0, 0, 0]}]}
-FINISHED = ("promoted", "rolled_back", "aborted")
 
 
 def _repository(root: Path) -> Path:
@@ -73,34 +71,17 @@ def _start(url: str, **plan: Any) -> dict[str, Any]:
     return started
 
 
-def _rollout(url: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/admin/models/pair/rollout", headers=AUTH, timeout=10)
-    assert response.status_code == 200, response.text
-    state: dict[str, Any] = response.json()
-    return state
-
-
 def _controller(url: str) -> str:
     """The worker judging the rollout (``host/pid``), once one has taken the lease."""
     found: list[str] = []
 
     def taken() -> bool:
-        holder = _rollout(url).get("controller")
+        holder = rollout_state(url).get("controller")
         found[:] = [holder] if holder else []
         return bool(found)
 
     wait_for(taken, 30)
     return found[0]
-
-
-def _until_finished(url: str, timeout_s: float = 90.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        state = _rollout(url)
-        if state["state"] in FINISHED:
-            return state
-        assert time.monotonic() < deadline, state
-        time.sleep(0.1)
 
 
 def test_the_rollout_goes_on_when_the_worker_judging_it_dies(tmp_path: Path) -> None:
@@ -115,12 +96,12 @@ def test_the_rollout_goes_on_when_the_worker_judging_it_dies(tmp_path: Path) -> 
             # in the victim's place) takes the rollout over from the recorded state
             wait_for(
                 lambda: (
-                    _rollout(url).get("controller") not in (None, holder)
-                    or _rollout(url)["state"] in FINISHED
+                    rollout_state(url).get("controller") not in (None, holder)
+                    or rollout_state(url)["state"] in FINISHED
                 ),
                 30,
             )
-            state = _until_finished(url)
+            state = until_finished(url, FINISH_S)
         assert state["state"] == "promoted", orjson.dumps(state).decode()
         routing = httpx.get(f"{url}/admin/models/pair/routing", headers=AUTH, timeout=10)
         assert routing.json()["weights"] == {"1": 0.0, "2": 100.0}
@@ -133,15 +114,15 @@ def test_a_gateway_restarted_mid_rollout_resumes_it(tmp_path: Path) -> None:
     try:
         with _gateway(args, tmp_path / "first.log") as first:
             _start(first.url, shadow_s=0, steps=[50, 100], interval_s=2)
-            assert _rollout(first.url)["weight"] == 50
+            assert rollout_state(first.url)["weight"] == 50
         # stopped mid-step; the state it left in Redis is the rollout's
         with (
             _gateway(args, tmp_path / "second.log") as second,
             BackgroundLoad(second.url, _infer, clients=3, seconds=120) as load,
         ):
-            resumed = _rollout(second.url)
+            resumed = rollout_state(second.url)
             assert resumed["state"] == "stepping" and resumed["weight"] == 50
-            state = _until_finished(second.url)
+            state = until_finished(second.url, FINISH_S)
         assert state["state"] == "promoted", orjson.dumps(state["evaluations"]).decode()
         assert {code for code, _ in load.results} == {200}
         assert {version for _, version in load.results} == {"1", "2"}  # it served the split
@@ -163,7 +144,7 @@ def test_the_controller_counts_the_requests_of_every_replica(tmp_path: Path) -> 
                 _gateway(args, tmp_path / "b.log") as b,
                 BackgroundLoad(b.url, _infer, clients=3, seconds=120) as load,
             ):
-                state = _until_finished(b.url)
+                state = until_finished(b.url, FINISH_S)
         assert state["state"] == "promoted", orjson.dumps(state["evaluations"]).decode()
         judged = [e for e in state["evaluations"] if e["verdict"] == "pass"]
         assert len(judged) == 2 and all(e["requests"] >= 20 for e in judged)
