@@ -14,13 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from gateway.rollout.judge import Evaluation, GateResult, StepFigures, judge
 from gateway.rollout.spec import RolloutSpec
 
 Phase = Literal["shadowing", "stepping", "promoted", "rolled_back", "aborted"]
 FINISHED: frozenset[str] = frozenset({"promoted", "rolled_back", "aborted"})
+RUNNING: frozenset[str] = frozenset({"shadowing", "stepping"})
+
+
+def running(document: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
+    """Whether a rollout's stored state (``to_json``'s form) is still running."""
+    return document is not None and document.get("state") in RUNNING
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from gateway.control.records import loaded_field, routing_field
 from gateway.errors import InvalidRequest, ModelNotReady, RolloutConflict
 from gateway.repository.registry import ModelRegistry
 from gateway.repository.served import ServedModel, parse_version
+from gateway.rollout.machine import running
 from gateway.routing.plan import RoutePlan
 from gateway.service.desired_state import StateFollower
 from gateway.service.drift import DriftMonitor
@@ -155,7 +156,7 @@ class ModelCatalog:
         undone at its next step."""
         record = (await self.follower.store.read()).get(name)
         rollout = None if record is None else record.rollout
-        if rollout is not None and rollout["state"] in ("shadowing", "stepping"):
+        if running(rollout):
             raise RolloutConflict(
                 f"model '{name}' has a rollout of version {rollout['canary']} running "
                 f"({rollout['state']}), which sets its routing until it ends; abort it "

@@ -23,6 +23,7 @@ from gateway.control.records import Applied, ModelRecord
 from gateway.control.store import ControlStore
 from gateway.errors import ControlUnavailable, GatewayError
 from gateway.repository.registry import ModelRegistry
+from gateway.rollout.machine import running
 from gateway.routing.plan import RoutePlan
 
 log = logging.getLogger("gateway.control")
@@ -94,8 +95,7 @@ class StateFollower:
             return
         try:
             plan = None if record.routing is None else RoutePlan.from_json(record.routing)
-            rollout = record.rollout
-            if plan is not None and rollout and rollout.get("state") in ("shadowing", "stepping"):
+            if plan is not None and running(record.rollout):
                 plan = replace(plan, rollout=True)
             if not record.loaded:
                 await registry.set_routing(name, plan)  # kept for when it loads again

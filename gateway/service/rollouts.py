@@ -42,7 +42,14 @@ from gateway.rollout.figures import (
     step_figures,
 )
 from gateway.rollout.judge import Evaluation
-from gateway.rollout.machine import RolloutState, abort, advance, from_json, to_json
+from gateway.rollout.machine import (
+    RolloutState,
+    abort,
+    advance,
+    from_json,
+    running,
+    to_json,
+)
 from gateway.rollout.spec import RolloutSpec
 from gateway.rollout_metrics import RolloutMetrics
 from gateway.routing.plan import RoutePlan
@@ -96,7 +103,7 @@ class RolloutController:
                 "traffic; roll out another version"
             )
         current = (await self.store.read()).get(model, ModelRecord())
-        if current.rollout is not None and current.rollout["state"] in ("shadowing", "stepping"):
+        if running(current.rollout):
             raise RolloutConflict(
                 f"model '{model}' has a rollout of version {current.rollout['canary']} "
                 f"running ({current.rollout['state']}); abort it first with DELETE"
@@ -115,7 +122,7 @@ class RolloutController:
                 f"model '{model}' has no rollout; start one with POST /admin/models/{model}/rollout"
             )
         document = dict(record.rollout)
-        if document["state"] in ("shadowing", "stepping"):
+        if running(document):
             # the worker judging it (``host/pid``), for an operator to find its log
             document["controller"] = await self.store.lease_holder(f"rollout:{model}")
         return document
@@ -161,11 +168,11 @@ class RolloutController:
         """Act on the records the follower read last (it re-reads them on every
         announced change and twice a second), not on a read of its own."""
         for model, record in self.follower.records.items():
-            if record.rollout is None:
+            document = record.rollout
+            if document is None:
                 continue
-            state = from_json(record.rollout)
-            self.rollout_metrics.follows(model, state.canary, state.weight)
-            if state.finished:
+            if not running(document):  # finished: not parsed again on every tick
+                self.rollout_metrics.follows(model, document["canary"], document["weight"])
                 self._before.pop(model, None)
                 self._shared_at.pop(model, None)
                 self._stop_sampling(model)
@@ -173,6 +180,8 @@ class RolloutController:
                     self._held.discard(model)
                     await self.store.release_lease(f"rollout:{model}", self.member)
                 continue
+            state = from_json(document)
+            self.rollout_metrics.follows(model, state.canary, state.weight)
             await self._share(model)
             if not await self.store.hold_lease(f"rollout:{model}", self.member, LEASE_S):
                 self._before.pop(model, None)  # another worker judges it
