@@ -15,12 +15,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 
 from gateway.payload.record import LoggedRequest, from_json
-from gateway.payload.sinks import DEFAULT_STREAM
+from gateway.payload.sinks import stream_address
 
 MAX_RECORDS = 10_000_000  # a replay reads at most this many
 _STREAM_CHUNK = 1000
@@ -64,10 +63,8 @@ def _file_order(path: Path) -> tuple[str, int]:
 def _read_stream(url: str) -> Iterator[LoggedRequest | Unreadable]:
     import redis
 
-    parts = urlsplit(url)
-    stream = parts.path.strip("/") or DEFAULT_STREAM
-    database = parse_qs(parts.query).get("db", ["0"])[0]
-    client = redis.Redis.from_url(urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", "")))
+    server, stream = stream_address(url)
+    client = redis.Redis.from_url(server)
     try:
         start, count = "-", 0
         while count < MAX_RECORDS:

@@ -73,11 +73,8 @@ class RedisStreamSink:
     def __init__(self, url: str, max_len: int) -> None:
         import redis
 
+        server, self.stream = stream_address(url)
         parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        self.stream = parts.path.strip("/") or DEFAULT_STREAM
-        database = query.get("db", ["0"])[0]
-        server = urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
         self.max_len = max_len
         self.description = f"the Redis Stream {self.stream!r} at {parts.hostname}:{parts.port}"
         self._client = redis.Redis.from_url(server, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -90,6 +87,15 @@ class RedisStreamSink:
 
     def close(self) -> None:
         self._client.close()
+
+
+def stream_address(url: str) -> tuple[str, str]:
+    """``redis://HOST:PORT/STREAM?db=N`` as the server's URL (with its database) and
+    the stream's name."""
+    parts = urlsplit(url)
+    database = parse_qs(parts.query).get("db", ["0"])[0]
+    server = urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
+    return server, parts.path.strip("/") or DEFAULT_STREAM
 
 
 def open_sink(url: str, max_len: int) -> PayloadSink:
