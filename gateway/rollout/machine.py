@@ -22,6 +22,7 @@ from gateway.rollout.spec import RolloutSpec
 Phase = Literal["shadowing", "stepping", "promoted", "rolled_back", "aborted"]
 FINISHED: frozenset[str] = frozenset({"promoted", "rolled_back", "aborted"})
 RUNNING: frozenset[str] = frozenset({"shadowing", "stepping"})
+MAX_EVALUATIONS = 100  # kept in a rollout's state (GET shows them)
 
 
 def running(document: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
@@ -161,7 +162,9 @@ def advance(
         return state, None
     evaluation = judge(state.spec.gates, figures)
     judged = Judged(now, state.phase, state.step, state.weight, evaluation)
-    history = (*state.history, judged)
+    # a quiet model extends a step again and again: the record every worker re-reads
+    # keeps the latest evaluations only
+    history = (*state.history, judged)[-MAX_EVALUATIONS:]
     spec = state.spec
     if evaluation.verdict == "extend":
         more = spec.shadow_s if state.phase == "shadowing" else spec.interval_s

@@ -22,7 +22,7 @@ from gateway.rollout.figures import (
     step_figures,
 )
 from gateway.rollout.judge import StepFigures, judge
-from gateway.rollout.machine import RolloutState, abort, advance
+from gateway.rollout.machine import MAX_EVALUATIONS, RolloutState, abort, advance
 from gateway.rollout.spec import Gates, RolloutSpec
 
 GOOD = StepFigures(
@@ -270,3 +270,14 @@ def test_a_p99_of_fewer_than_a_hundred_requests_is_not_judged() -> None:
     figures = step_figures(before, counts_of(metrics.samples(), "m"), "2", "1", shadowing=False)
     assert figures.canary_p99_s is None and figures.stable_p99_s is not None
     assert judge(Gates(min_requests=50), figures).verdict == "pass"  # p99 ratio unknown
+
+
+def test_a_step_extended_again_and_again_keeps_a_bounded_history() -> None:
+    spec = RolloutSpec.from_json({"version": 2, "shadow_s": 1, "interval_s": 1})
+    state = RolloutState.begin("m", 1, spec, 0.0)
+    quiet = StepFigures(requests=0, errors=0)
+    for _ in range(MAX_EVALUATIONS + 50):
+        state, judged = advance(state, state.deadline, quiet)
+        assert judged is not None and judged.evaluation.verdict == "extend"
+    assert len(state.history) == MAX_EVALUATIONS and state.phase == "shadowing"
+    assert state.history[-1].at == state.deadline - 1  # the latest are the ones kept
