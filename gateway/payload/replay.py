@@ -22,6 +22,7 @@ from gateway.payload.record import LoggedRequest, from_json
 from gateway.payload.sinks import stream_address
 
 MAX_RECORDS = 10_000_000  # a replay reads at most this many
+MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer line is skipped, not read into memory
 _STREAM_CHUNK = 1000
 
 
@@ -42,7 +43,15 @@ def read_log(source: str) -> Iterator[LoggedRequest | Unreadable]:
     count = 0
     for file in files:
         with file.open("rb") as lines:
-            for number, line in enumerate(lines, 1):
+            number = 0
+            while line := lines.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    while (rest := lines.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                        pass  # the rest of a line too long to be a record, never held whole
+                    too_long = f"longer than {MAX_LINE_BYTES:,} bytes"
+                    yield Unreadable(f"{file} line {number}", too_long)
+                    continue
                 if not line.strip():
                     continue
                 count += 1

@@ -4,6 +4,7 @@ comparison tells exact from close from different."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from pydantic import ValidationError
 
-from gateway.payload.record import PayloadEntry, from_json, now, to_json
-from gateway.payload.replay import compare
+from gateway.config import Settings
+from gateway.payload import replay as replay_module
+from gateway.payload.record import LoggedRequest, PayloadEntry, from_json, now, to_json
+from gateway.payload.replay import Unreadable, compare, read_log
 from gateway.payload.sinks import FILES_KEPT, FileSink
 from gateway.payload.tensors import decode, encode
 from gateway.payload.writer import PayloadWriter
@@ -141,3 +145,30 @@ def test_compare_tells_exact_from_close_from_different() -> None:
     swapped = compare(logged, {"p": logged["p"][:, ::-1].copy()})
     assert swapped.disagrees and swapped.max_abs_diff == pytest.approx(0.8)
     assert compare(logged, {}).max_abs_diff == float("inf")
+
+
+def test_a_line_too_long_to_be_a_record_is_skipped_without_holding_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_line = to_json(_entry(3))
+    limit = len(record_line) + 10
+    monkeypatch.setattr(replay_module, "MAX_LINE_BYTES", limit)
+    log = tmp_path / "payload-1-1.jsonl"
+    log.write_bytes(b"x" * (limit * 5) + b"\n" + record_line + b"\n")
+    unreadable, record = list(read_log(str(tmp_path)))
+    assert isinstance(unreadable, Unreadable) and unreadable.where == f"{log} line 1"
+    assert unreadable.why == f"longer than {limit:,} bytes"
+    assert isinstance(record, LoggedRequest) and record.request_id == "r3"
+
+
+def test_the_payload_log_url_is_checked() -> None:
+    assert Settings(payload_log="file:///var/log/p").payload_log == "file:///var/log/p"
+    assert Settings(payload_log="redis://r:6379/s?db=2").payload_log == "redis://r:6379/s?db=2"
+    for bad, message in [
+        ("file://relative/dir", "expected file:///ABSOLUTE/DIR"),
+        ("s3://bucket/p", "expected file:///DIR or redis://HOST:PORT/STREAM"),
+    ]:
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            Settings(payload_log=bad)
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        Settings(payload_sample=1.5)
