@@ -9,7 +9,8 @@ starting ``N + 1`` once a file passes ``FILE_BYTES`` (64 MiB), and keeps its las
 database): each record is one ``XADD STREAM MAXLEN ~ MAX_LEN * record JSON`` entry,
 trimmed to about ``--payload-max-len`` entries, for a consumer group to read.
 
-Both are called from the writer thread only, one batch of lines at a time.
+Both are called from the writer thread only, with a batch's blocks: each block holds
+one or more records, each a line ending in a newline.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ _PREFIX = "payload-"
 class PayloadSink(Protocol):
     description: str
 
-    def write(self, lines: Sequence[bytes]) -> None: ...
+    def write(self, blocks: Sequence[bytes]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -43,8 +44,8 @@ class FileSink:
         self._number = 1 + max((n for n, _ in self._mine()), default=0)
         self._file = self._open()
 
-    def write(self, lines: Sequence[bytes]) -> None:
-        self._file.write(b"".join(line + b"\n" for line in lines))
+    def write(self, blocks: Sequence[bytes]) -> None:
+        self._file.write(b"".join(blocks))
         self._file.flush()
         if self._file.tell() >= self.max_bytes:
             self._file.close()
@@ -79,10 +80,11 @@ class RedisStreamSink:
         self.description = f"the Redis Stream {self.stream!r} at {parts.hostname}:{parts.port}"
         self._client = redis.Redis.from_url(server, socket_timeout=2.0, socket_connect_timeout=2.0)
 
-    def write(self, lines: Sequence[bytes]) -> None:
+    def write(self, blocks: Sequence[bytes]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        for line in lines:
-            pipe.xadd(self.stream, {"record": line}, maxlen=self.max_len, approximate=True)
+        for block in blocks:
+            for line in block.split(b"\n")[:-1]:
+                pipe.xadd(self.stream, {"record": line}, maxlen=self.max_len, approximate=True)
         pipe.execute()
 
     def close(self) -> None:

@@ -32,7 +32,6 @@ from gateway.batching.ticket import Ticket
 from gateway.features.lookup import FeatureLookup
 from gateway.metrics import Metrics
 from gateway.payload.record import PayloadEntry
-from gateway.payload.record import now as payload_now
 from gateway.payload.writer import PayloadWriter
 from gateway.protocol.signature import check_shape
 from gateway.protocol.v2 import InferRequest
@@ -254,9 +253,10 @@ class InferenceCall:
         if ticket is not None:
             ticket.release()
         service = self.service
+        finished = perf_counter()
         entry = None
         if status == 200 and service.payload is not None and service.sampled():
-            entry = self._payload_entry(ticket)
+            entry = self._payload_entry(ticket, finished)
         shadow_job = self.shadow_job
         if status == 200 and shadow_job is not None:
             shadow_job.request_id = self.request_id.decode("latin-1")
@@ -270,7 +270,7 @@ class InferenceCall:
         label = "" if target is None else target.label
         model = self.model
         known = model if model in service.registry.state.models else ""
-        elapsed = perf_counter() - self.started
+        elapsed = finished - self.started
         service.metrics.request_done(known, label, self.protocol, status, elapsed)
         if service.log_requests:
             features = None
@@ -280,29 +280,31 @@ class InferenceCall:
                 self.request_id, model, label, self.protocol, status, elapsed, ticket, features
             )
 
-    def _payload_entry(self, ticket: Ticket | None) -> PayloadEntry | None:
+    def _payload_entry(self, ticket: Ticket | None, finished: float) -> PayloadEntry | None:
         target, outputs, inputs = self.target, self.ran_outputs, self.ran_inputs
         if target is None or outputs is None or inputs is None:
             return None
-        features = self.features
-        return PayloadEntry(
-            at=payload_now(),
-            request_id=self.request_id.decode("latin-1"),
-            model=self.model,
-            version=target.label,
-            routing=self.routing,
-            protocol=self.protocol,
-            inputs=inputs,
-            outputs=outputs,
-            entity_input=None
-            if self.entity_ids is None or features is None
-            else features.entity_input,
-            entity_ids=self.entity_ids,
-            rows_from_store=self.features_store,
-            rows_defaulted=self.features_default,
-            queue_s=None if ticket is None else ticket.queued_s,
-            inference_s=None if ticket is None else ticket.ran_s,
+        entry = PayloadEntry(
+            finished,
+            self.request_id.decode("latin-1"),
+            self.model,
+            target.label,
+            self.routing,
+            self.protocol,
+            inputs,
+            outputs,
         )
+        # attributes set one by one: keyword arguments cost this path twice as much
+        if ticket is not None:
+            entry.queue_s = ticket.queued_s
+            entry.inference_s = ticket.ran_s
+        features = self.features
+        if self.entity_ids is not None and features is not None:
+            entry.entity_input = features.entity_input
+            entry.entity_ids = self.entity_ids
+            entry.rows_from_store = self.features_store
+            entry.rows_defaulted = self.features_default
+        return entry
 
     def _by_input(self, inputs: Mapping[str, np.ndarray]) -> ModelVersion:
         """The version that answers, once the inputs are known: only a sticky key that

@@ -7,9 +7,12 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,7 +21,7 @@ from pydantic import ValidationError
 
 from gateway.config import Settings
 from gateway.payload import replay as replay_module
-from gateway.payload.record import LoggedRequest, PayloadEntry, from_json, now, to_json
+from gateway.payload.record import LoggedRequest, PayloadEntry, WallClock, from_json, to_json
 from gateway.payload.replay import Unreadable, compare, read_log
 from gateway.payload.sinks import FILES_KEPT, FileSink
 from gateway.payload.tensors import decode, encode
@@ -31,15 +34,30 @@ NUMERIC = st.sampled_from(
 
 @given(hnp.arrays(NUMERIC, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))
 def test_numeric_tensors_come_back_bit_for_bit(array: np.ndarray) -> None:
-    back = decode(encode(array))
+    back = decode(_through_json(array))
     assert back.dtype == array.dtype and back.shape == array.shape
     assert back.tobytes() == array.tobytes()  # NaN payloads and -0.0 included
 
 
+def test_strided_and_big_endian_tensors_are_logged_as_their_values() -> None:
+    grid = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for array in (grid[:, ::2], grid.T, grid.astype(">f4"), grid.astype(">i8")[1:3]):
+        back = decode(_through_json(array))
+        assert back.shape == array.shape and back.dtype.isnative
+        assert np.array_equal(back, array)
+
+
+def _through_json(array: np.ndarray) -> dict[str, object]:
+    """A tensor as a replay reads it: its record form written and parsed again."""
+    document = orjson.loads(orjson.dumps({"t": encode(array)}))["t"]
+    assert isinstance(document, dict)
+    return document
+
+
 def test_bytes_tensors_and_bad_documents() -> None:
     texts = np.array([b"\x00\xff", b"", "caf\u00e9".encode()], dtype=object)
-    assert list(decode(encode(texts))) == list(texts)
-    document = encode(np.zeros((2, 2), dtype=np.float32))
+    assert list(decode(_through_json(texts))) == list(texts)
+    document = _through_json(np.zeros((2, 2), dtype=np.float32))
     for broken, message in [
         ({**document, "shape": [3, 2]}, "do not hold"),
         ({**document, "datatype": "FP8"}, "unknown datatype"),
@@ -51,7 +69,7 @@ def test_bytes_tensors_and_bad_documents() -> None:
 
 def _entry(n: int = 0) -> PayloadEntry:
     return PayloadEntry(
-        at=now(),
+        at=perf_counter(),
         request_id=f"r{n}",
         model="m",
         version="1",
@@ -94,11 +112,11 @@ class SlowSink:
         self.lines: list[bytes] = []
         self.fail = fail
 
-    def write(self, lines: Sequence[bytes]) -> None:
+    def write(self, blocks: Sequence[bytes]) -> None:
         self.release.wait(10)
         if self.fail:
             raise ConnectionError("refused")
-        self.lines.extend(lines)
+        self.lines.extend(line for block in blocks for line in block.split(b"\n")[:-1])
 
     def close(self) -> None:
         pass
@@ -127,7 +145,7 @@ def test_a_failing_sink_counts_its_batch_as_dropped() -> None:
 def test_files_rotate_and_only_the_last_ones_are_kept(tmp_path: Path) -> None:
     sink = FileSink(tmp_path, max_bytes=100, pid=42)
     for n in range(FILES_KEPT + 5):
-        sink.write([b"x" * 120, f"{n}".encode()])  # past the size: the next file
+        sink.write([b"x" * 120 + b"\n", f"{n}\n".encode()])  # past the size: the next file
     sink.close()
     files = sorted(tmp_path.glob("payload-42-*.jsonl"), key=lambda p: int(p.stem.split("-")[2]))
     assert len(files) == FILES_KEPT  # the one being written among them
@@ -172,3 +190,11 @@ def test_the_payload_log_url_is_checked() -> None:
             Settings(payload_log=bad)
     with pytest.raises(ValidationError, match="less than or equal to 1"):
         Settings(payload_sample=1.5)
+
+
+def test_a_record_is_stamped_with_the_wall_clock_time_its_answer_was_sent() -> None:
+    entry = _entry()
+    entry.at = perf_counter() - 2.0  # answered two seconds before the writer's batch
+    stamped = datetime.fromisoformat(orjson.loads(to_json(entry, WallClock()))["time"])
+    assert stamped.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - timedelta(seconds=2) - stamped) < timedelta(seconds=1)
