@@ -53,8 +53,8 @@ class PayloadWriter:
         self._thread.start()
 
     def submit(self, entry: PayloadEntry) -> None:
-        # len then append is not one step, so two threads (the event loop and a
-        # shadow's completion) may both pass the check: the bound holds within a few
+        # only the event loop submits (a shadow's completion too runs on it), so no
+        # other append comes between the check and this one
         if len(self._queue) < self.size:
             self._queue.append(entry)
         else:
