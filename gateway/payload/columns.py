@@ -148,10 +148,14 @@ def _block(group: list[PayloadEntry], durations: np.ndarray, clock: WallClock) -
     n = len(group)
     input_names = list(first.inputs)
     output_names = [name for name, _ in first.outputs]
+    seconds, fractions = np.divmod(_micros(group, clock), _MICRO)
+    # the digits of the time's microseconds and of both durations, in one go
+    digits = _digits(np.stack([fractions, durations[0], durations[1]], axis=1), 7)
     segments = _Segments(n)
     segments.text(b'{"schema":%d,"time":' % SCHEMA)
-    _times(segments, group, clock)
-    segments.text(b',"request_id":"')
+    segments.add(_second_prefixes(seconds))
+    segments.add(digits[:, 0, 1:])
+    segments.text(b'+00:00","request_id":"')
     ids = "".join([entry.request_id for entry in group]).encode("ascii")
     segments.add(np.frombuffer(ids, np.uint8).reshape(n, len(first.request_id)))
     labels = (first.model, first.version, first.routing, first.protocol)
@@ -173,58 +177,68 @@ def _block(group: list[PayloadEntry], durations: np.ndarray, clock: WallClock) -
                 return None
     except (KeyError, TypeError, BufferError, ValueError):
         return None
-    segments.text(b'},"queue_s":')
-    _seconds(segments, durations[0])
-    segments.text(b',"inference_s":')
-    _seconds(segments, durations[1])
+    for row, field in ((1, b'},"queue_s":'), (2, b',"inference_s":')):
+        # a duration under 10 s as d.dddddd
+        segments.text(field)
+        segments.add(digits[:, row, :1])
+        segments.text(b".")
+        segments.add(digits[:, row, 1:])
     segments.text(b"}\n")
     return segments.joined()
 
 
 class _Segments:
-    """The columns of a group's byte matrix, left to right."""
+    """The columns of a group's byte matrix, left to right; the constant text between
+    two columns is one segment, the same bytes in every row."""
 
     def __init__(self, rows: int) -> None:
         self.rows = rows
         self.parts: list[np.ndarray] = []
+        self.constant = b""
 
     def text(self, constant: bytes) -> None:
-        # the same bytes in every row: a view with a row stride of 0 (np.broadcast_to
-        # does the same in Python, five times slower)
-        self.parts.append(np.ndarray((self.rows, len(constant)), np.uint8, constant, 0, (0, 1)))
+        self.constant += constant
 
     def add(self, column: np.ndarray) -> None:
+        self._flush()
         self.parts.append(column)
 
     def joined(self) -> bytes:
+        self._flush()
         return np.concatenate(self.parts, axis=1).tobytes()
 
+    def _flush(self) -> None:
+        if self.constant:
+            # a view with a row stride of 0 (np.broadcast_to does the same in Python,
+            # five times slower)
+            constant, self.constant = self.constant, b""
+            self.parts.append(np.ndarray((self.rows, len(constant)), np.uint8, constant, 0, (0, 1)))
 
-def _times(segments: _Segments, group: list[PayloadEntry], clock: WallClock) -> None:
-    """``WallClock.micros`` and ``record.stamp`` for every row at once."""
+
+def _micros(group: list[PayloadEntry], clock: WallClock) -> np.ndarray:
+    """``WallClock.micros`` of every row at once (the same arithmetic, so the same
+    times as ``to_json`` writes)."""
     readings = np.array([entry.at for entry in group], dtype=np.float64)
-    micros = np.rint((clock.wall + (readings - clock.perf)) * 1e6).astype(np.int64)
-    seconds, fractions = np.divmod(micros, _MICRO)
+    return np.rint((clock.wall + (readings - clock.perf)) * 1e6).astype(np.int64)
+
+
+def _second_prefixes(seconds: np.ndarray) -> np.ndarray:
+    """``record.second_prefix`` of every row: a batch spans a second or two."""
+    low, high = int(seconds.min()), int(seconds.max())
+    if low == high:
+        prefix = second_prefix(low)
+        return np.ndarray((len(seconds), len(prefix)), np.uint8, prefix, 0, (0, 1))
     distinct, which = np.unique(seconds, return_inverse=True)
-    prefixes = np.frombuffer(
-        b"".join([second_prefix(int(second)) for second in distinct]), np.uint8
-    ).reshape(len(distinct), -1)
-    segments.add(prefixes[which.reshape(-1)])
-    segments.add(_digits(fractions, 6))
-    segments.text(b'+00:00"')
-
-
-def _seconds(segments: _Segments, micros: np.ndarray) -> None:
-    """A duration under 10 s as ``d.dddddd``."""
-    segments.add(_digits(micros // _MICRO, 1))
-    segments.text(b".")
-    segments.add(_digits(micros % _MICRO, 6))
+    prefixes = b"".join([second_prefix(int(second)) for second in distinct])
+    table = np.frombuffer(prefixes, np.uint8).reshape(len(distinct), -1)
+    return table[which.reshape(-1)]
 
 
 def _digits(values: np.ndarray, width: int) -> np.ndarray:
-    """Non-negative integers below 10**width as ``width`` zero-padded digits."""
+    """Non-negative integers below 10**width as ``width`` zero-padded digits each (a
+    new last axis)."""
     places = _PLACES[-width:]
-    return (values[:, None] // places % 10 + _DIGIT).astype(np.uint8)
+    return (values[..., None] // places % 10 + _DIGIT).astype(np.uint8)
 
 
 def _tensor(segments: _Segments, name: str, arrays: list[np.ndarray], number: int) -> bool:
