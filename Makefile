@@ -10,7 +10,7 @@ ARGS ?=
 # make bench QUICK=1: one model, two connection counts, one open-loop rate, 2 s per level
 QUICK_BENCH_ARGS := --models mlp --connections 1 64 --rate mlp=2000 --duration 2
 
-.PHONY: serve test redis-server check-models lint bench bench-compare bench-drift bench-payload bench-features wrk clean
+.PHONY: serve test protos redis-server check-models lint bench bench-compare bench-drift bench-payload bench-features wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -42,6 +42,12 @@ redis-server:
 
 test: $(VENV)/.installed-test redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the gRPC protocol's compiled descriptor set (gateway/rpc/messages.py loads it); a
+# test fails while it is older than gateway/rpc/inference.proto
+protos: $(VENV)/.installed-test
+	$(BIN)/python -m grpc_tools.protoc -I gateway/rpc \
+	  --descriptor_set_out=gateway/rpc/inference.desc gateway/rpc/inference.proto
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gateway tests loadtests

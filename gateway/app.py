@@ -104,24 +104,27 @@ def create_app(settings: Settings, shared_dir: Path | None = None) -> ASGIApp:
             )
             controlling = asyncio.get_running_loop().create_task(rollouts.run())
             stack.push_async_callback(_cancel, controlling)
+            service = InferenceService(
+                registry,
+                metrics,
+                shadows,
+                logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
+                payload,
+                settings.payload_sample,
+            )
+            catalog = ModelCatalog(
+                follower, None if group is None else group.all_ready, drift, rollouts
+            )
+            admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+            if settings.grpc_port is not None:
+                await _serve_grpc(stack, settings, service, catalog, admin_token)
             yield {
-                "service": InferenceService(
-                    registry,
-                    metrics,
-                    shadows,
-                    logging.getLogger("gateway.requests").isEnabledFor(logging.DEBUG),
-                    payload,
-                    settings.payload_sample,
-                ),
-                "catalog": ModelCatalog(
-                    follower, None if group is None else group.all_ready, drift, rollouts
-                ),
+                "service": service,
+                "catalog": catalog,
                 "metrics": metrics,
                 "max_body_bytes": settings.max_body_bytes,
                 "read_timeout": settings.read_timeout,
-                "admin_token": (
-                    settings.admin_token.get_secret_value() if settings.admin_token else None
-                ),
+                "admin_token": admin_token,
             }
 
     # the inference paths bypass Starlette's routing (the hot path); the rest uses it
@@ -192,6 +195,29 @@ def _monitor_drift(
         stack.callback(exchange.forget)
         stack.push_async_callback(_cancel, sharing)
     return monitor
+
+
+async def _serve_grpc(
+    stack: AsyncExitStack,
+    settings: Settings,
+    service: InferenceService,
+    catalog: ModelCatalog,
+    admin_token: str | None,
+) -> None:
+    """gRPC beside HTTP on this event loop; on shutdown it stops taking RPCs first and
+    gives those running the drain timeout. Imported only when asked for: most gateways
+    never load grpcio."""
+    from gateway.rpc.server import start_grpc_server, stop_grpc_server
+    from gateway.rpc.servicer import InferenceServicer
+
+    assert settings.grpc_port is not None
+    server = await start_grpc_server(
+        InferenceServicer(service, catalog, admin_token),
+        settings.host,
+        settings.grpc_port,
+        settings.max_body_bytes,
+    )
+    stack.push_async_callback(stop_grpc_server, server, settings.drain_timeout)
 
 
 def _open_payload_log(

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     model_repository: Path = Field(Path("models"), description="the model repository directory")
     host: str = Field("127.0.0.1", description="address to listen on")
     port: Annotated[int, Field(ge=0, le=65535)] = Field(8000, description="TCP port")
+    grpc_port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="also serve the v2 protocol over gRPC on this port (SPEC 15)"
+    )
     workers: Annotated[int, Field(ge=1, le=64)] = Field(1, description="server processes")
     redis_url: str | None = Field(None, description="Redis for model features")
     control_url: str | None = Field(

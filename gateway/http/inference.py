@@ -97,7 +97,7 @@ class InferenceEndpoint:
         state = scope["state"]
         service: InferenceService = state["service"]
         headers = {k: v for k, v in scope["headers"] if k in _WANTED}
-        request_id = headers.get(b"x-request-id", b"")[:_MAX_REQUEST_ID] or _new_request_id()
+        request_id = headers.get(b"x-request-id", b"")[:_MAX_REQUEST_ID] or new_request_id()
         call = service.call(self.protocol, model, version, request_id)
         response_headers = [(b"x-request-id", request_id)]
         try:
@@ -168,7 +168,7 @@ _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
 
 
-def _new_request_id() -> bytes:
+def new_request_id() -> bytes:
     return f"{_ID_PREFIX}-{next(_id_counter):x}".encode()
 
 

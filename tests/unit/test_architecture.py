@@ -68,7 +68,10 @@ ALLOWED: Mapping[str, Set[str]] = {
     }
     | SHARED,
     "http": {"service", "protocol", "metrics"} | SHARED - {"validation"},
+    # gRPC: a second transport over the same service call, with HTTP's messages and ids
+    "rpc": {"service", "protocol", "http"} | SHARED - {"validation"},
     "app": {
+        "rpc",
         "control",
         "rollout_metrics",
         "payload",

@@ -14,6 +14,7 @@ SPEC_FLAGS = {
     "--model-repository",
     "--host",
     "--port",
+    "--grpc-port",
     "--workers",
     "--redis-url",
     "--features-file",

@@ -66,7 +66,7 @@ def _agrees(entries: list[PayloadEntry]) -> list[bytes]:
 
 def _counting_to_json(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls = [0]
-    one_by_one: Callable[..., bytes] = columns.to_json
+    one_by_one: Callable[..., bytes] = to_json
 
     def counted(*args: Any) -> bytes:
         calls[0] += 1
