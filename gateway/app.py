@@ -207,17 +207,20 @@ async def _serve_grpc(
     """gRPC beside HTTP on this event loop; on shutdown it stops taking RPCs first and
     gives those running the drain timeout. Imported only when asked for: most gateways
     never load grpcio."""
+    from gateway.rpc.health import GatewayHealth
     from gateway.rpc.server import start_grpc_server, stop_grpc_server
     from gateway.rpc.servicer import InferenceServicer
 
     assert settings.grpc_port is not None
+    health = GatewayHealth(catalog)
     server = await start_grpc_server(
         InferenceServicer(service, catalog, admin_token),
+        health,
         settings.host,
         settings.grpc_port,
         settings.max_body_bytes,
     )
-    stack.push_async_callback(stop_grpc_server, server, settings.drain_timeout)
+    stack.push_async_callback(stop_grpc_server, server, health, settings.drain_timeout)
 
 
 def _open_payload_log(

@@ -12,15 +12,21 @@ from __future__ import annotations
 import logging
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from gateway.rpc import messages
+from gateway.rpc.health import GatewayHealth
 from gateway.rpc.servicer import InferenceServicer
 
 log = logging.getLogger("gateway.grpc")
 
 
 async def start_grpc_server(
-    servicer: InferenceServicer, host: str, port: int, max_message_bytes: int
+    servicer: InferenceServicer,
+    health: GatewayHealth,
+    host: str,
+    port: int,
+    max_message_bytes: int,
 ) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
@@ -40,6 +46,7 @@ async def start_grpc_server(
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(messages.SERVICE, handlers),)
     )
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     server.add_insecure_port(address)
     await server.start()
@@ -47,6 +54,8 @@ async def start_grpc_server(
     return server
 
 
-async def stop_grpc_server(server: grpc.aio.Server, grace_s: float) -> None:
-    """No new RPCs; those running get ``grace_s`` to finish (the HTTP drain's time)."""
+async def stop_grpc_server(server: grpc.aio.Server, health: GatewayHealth, grace_s: float) -> None:
+    """Health checks answer NOT_SERVING; no new RPCs; those running get ``grace_s`` to
+    finish (the HTTP drain's time)."""
+    health.stopping = True
     await server.stop(grace_s)
