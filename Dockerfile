@@ -31,7 +31,8 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY models/digits /models/digits
 COPY models/fraud /models/fraud
 USER 10001
-EXPOSE 8000
+# 8001: gRPC, when GATEWAY_GRPC_PORT=8001 (deploy/k8s sets it)
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('GATEWAY_PORT', '8000'), timeout=2)"]
 # SIGTERM: the gateway stops accepting, drains (GATEWAY_DRAIN_TIMEOUT) and exits 0

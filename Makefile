@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# gRPC beside HTTP (SPEC 15); its address is in the startup log
+GRPC_PORT ?= 8001
 # extra flags for `gateway serve`, e.g. make serve ARGS="--admin-token s3cret --log-level debug"
 ARGS ?=
 # make bench QUICK=1: one model, two connection counts, one open-loop rate, 2 s per level
@@ -28,7 +30,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 serve: $(VENV)/.installed
 	$(BIN)/gateway serve --model-repository models --host 127.0.0.1 --port $(PORT) \
-	  --features-file models/fraud/entities.csv $(ARGS)
+	  --grpc-port $(GRPC_PORT) --features-file models/fraud/entities.csv $(ARGS)
 
 # the tests start their own redis-server on free ports; install it where it is missing
 redis-server:

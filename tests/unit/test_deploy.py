@@ -57,7 +57,17 @@ def test_the_deployment_probes_and_drains() -> None:
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # liveness through gRPC's health service, on the gRPC port the gateway is told to use
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["grpc"] == int(env["GATEWAY_GRPC_PORT"])
+    assert container["livenessProbe"]["grpc"] == {"port": ports["grpc"], "service": "liveness"}
+    service = next(
+        d for _, d in documents() if d["kind"] == "Service" and d["metadata"]["name"] == "gateway"
+    )
+    assert {"name": "grpc", "port": 8001, "targetPort": "grpc"}.items() <= next(
+        p for p in service["spec"]["ports"] if p["name"] == "grpc"
+    ).items()
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert {"cpu", "memory"} <= set(container["resources"]["limits"])
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -106,7 +116,7 @@ def test_the_dockerfile_structure() -> None:
     final = instructions[max(i for i, (n, _) in enumerate(instructions) if n == "FROM") :]
     users = [args for name, args in final if name == "USER"]
     assert users and users[-1] not in ("root", "0")
-    assert ("EXPOSE", "8000") in final
+    assert ("EXPOSE", "8000 8001") in final
     healthcheck = " ".join(args for name, args in final if name == "HEALTHCHECK")
     assert "/v2/health/ready" in healthcheck
     env = " ".join(args for name, args in final if name == "ENV")
