@@ -322,3 +322,45 @@ def test_a_timeout_that_is_not_a_number_of_milliseconds_is_refused(
     assert "'timeout_ms' must be a non-negative number of milliseconds" in caught.value.details()
     request.parameters["timeout_ms"].int64_param = 5000
     assert stub.ModelInfer(request).model_name == "digits"
+
+
+def test_weights_and_a_sticky_key_from_metadata_route_grpc_as_http(
+    served: tuple[RunningGateway, int], stub: service_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    url, auth = served[0].url, {"authorization": f"Bearer {TOKEN}"}
+    routing = {"weights": {"1": 50, "2": 50}, "sticky_key": "x-user-id"}
+    put = httpx.put(f"{url}/admin/models/digits/routing", json=routing, headers=auth)
+    assert put.status_code == 200, put.text
+    try:
+        request = service_pb2.ModelInferRequest(model_name="digits")
+        request.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])
+        request.raw_input_contents.append(np.zeros(64, dtype="<f4").tobytes())
+        seen: dict[str, set[str]] = {}
+        for user in [f"user-{n}" for n in range(12)] * 3:
+            answer = stub.ModelInfer(request, metadata=(("x-user-id", user),))
+            seen.setdefault(user, set()).add(answer.model_version)
+        assert all(len(versions) == 1 for versions in seen.values())  # sticky
+        assert set().union(*seen.values()) == {"1", "2"}  # and split
+    finally:
+        httpx.delete(f"{url}/admin/models/digits/routing", headers=auth).raise_for_status()
+
+
+def test_the_asyncio_client(served: tuple[RunningGateway, int]) -> None:
+    import asyncio
+
+    import tritonclient.grpc.aio as aioclient
+
+    async def run() -> list[str]:
+        client = aioclient.InferenceServerClient(f"127.0.0.1:{served[1]}")
+        try:
+            assert await client.is_server_ready()
+            pixels = aioclient.InferInput("pixels", [1, 64], "FP32")
+            pixels.set_data_from_numpy(np.zeros((1, 64), dtype=np.float32))
+            answers = await asyncio.gather(
+                *[client.infer("digits", [pixels], model_version="1") for _ in range(16)]
+            )
+            return [answer.get_response().model_version for answer in answers]
+        finally:
+            await client.close()
+
+    assert asyncio.run(run()) == ["1"] * 16
