@@ -34,6 +34,16 @@ UNAUTHORIZED = (
 )
 
 
+def bearer_matches(authorization: str, token: str) -> bool:
+    """Whether an ``Authorization`` value (HTTP header or gRPC metadata) is
+    ``Bearer <token>``."""
+    scheme, _, given = authorization.partition(" ")
+    # compare_digest takes as long for a near miss as for a wild guess
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
 def guarded(handler: Handler) -> Handler:
     """Answer 403 when no token is configured and 401 unless the request carries it."""
 
@@ -41,11 +51,7 @@ def guarded(handler: Handler) -> Handler:
         token: str | None = request.state.admin_token
         if token is None:
             return json_response({"error": DISABLED}, 403)
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        # compare_digest takes as long for a near miss as for a wild guess
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
+        if not bearer_matches(request.headers.get("authorization", ""), token):
             return json_response({"error": UNAUTHORIZED}, 401, {"www-authenticate": "Bearer"})
         try:
             _check_declared_size(request)

@@ -37,7 +37,7 @@ log = logging.getLogger("gateway.http")
 
 _JSON = b"application/json"
 _OCTET_STREAM = b"application/octet-stream"
-_MAX_REQUEST_ID = 128
+MAX_REQUEST_ID = 128
 _HEADER_LENGTH = v2.HEADER_LENGTH.encode()
 # on answers to requests that sent entity ids: how many rows got the [features] defaults
 _FEATURE_DEFAULTS = b"x-feature-defaults"
@@ -97,7 +97,7 @@ class InferenceEndpoint:
         state = scope["state"]
         service: InferenceService = state["service"]
         headers = {k: v for k, v in scope["headers"] if k in _WANTED}
-        request_id = headers.get(b"x-request-id", b"")[:_MAX_REQUEST_ID] or new_request_id()
+        request_id = headers.get(b"x-request-id", b"")[:MAX_REQUEST_ID] or new_request_id()
         call = service.call(self.protocol, model, version, request_id)
         response_headers = [(b"x-request-id", request_id)]
         try:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import binascii
 import logging
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ import numpy as np
 import orjson
 
 from gateway.payload.record import SCHEMA, PayloadEntry, WallClock, second_prefix, to_json
-from gateway.protocol.datatypes import datatype_of
+from gateway.payload.tensors import LITTLE_ENDIAN, tensor_head
 
 log = logging.getLogger("gateway.payload")
 
@@ -42,7 +41,6 @@ _PLAIN = re.compile(r"[ !#-\[\]-~]*")
 _DIGIT = ord("0")
 _PLACES = 10 ** np.arange(6, -1, -1, dtype=np.int64)  # 10**6 .. 1
 _MICRO = 1_000_000
-_LITTLE_ENDIAN = sys.byteorder == "little"  # a record's tensors are little-endian
 
 GroupKey = tuple[str, str, str, str, int, int, int] | None
 
@@ -246,20 +244,15 @@ def _tensor(segments: _Segments, name: str, arrays: list[np.ndarray], number: in
     False where the rows' tensors differ in dtype or shape or are not plain numbers."""
     first = arrays[0]
     dtype, shape = first.dtype, first.shape
-    if dtype.kind in "OSUV" or not dtype.isnative or not _LITTLE_ENDIAN:
+    if dtype.kind in "OSUV" or not dtype.isnative or not LITTLE_ENDIAN:
         return False
     n = len(arrays)
     if [array.dtype for array in arrays].count(dtype) != n:
         return False
     if [array.shape for array in arrays].count(shape) != n:
         return False
-    head = b'%s%s:{"datatype":%s,"shape":%s,"b64":"' % (
-        b"," if number else b"",
-        orjson.dumps(name),
-        orjson.dumps(datatype_of(first)),
-        orjson.dumps(list(shape)),
-    )
-    segments.text(head)
+    segments.text(b"%s%s:" % (b"," if number else b"", orjson.dumps(name)))
+    segments.text(tensor_head(first))
     size = first.nbytes
     if size:
         pad = -size % 3

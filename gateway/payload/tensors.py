@@ -27,7 +27,7 @@ MAX_ELEMENTS = 1 << 28
 # request (a batch of n rows is a new shape)
 _HEADS_KEPT = 1024
 _heads: dict[tuple[np.dtype[Any], tuple[int, ...]], bytes] = {}
-_BIG_ENDIAN = sys.byteorder == "big"
+LITTLE_ENDIAN = sys.byteorder == "little"  # a record's tensors are little-endian
 
 
 def encode(array: np.ndarray) -> orjson.Fragment | dict[str, Any]:
@@ -41,19 +41,21 @@ def encode(array: np.ndarray) -> orjson.Fragment | dict[str, Any]:
             "shape": list(array.shape),
             "b64": [base64.b64encode(value).decode("ascii") for value in flat],
         }
-    head = _heads.get((array.dtype, array.shape))
-    if head is None:
-        head = _head(array)
+    head = tensor_head(array)
     if not array.dtype.isnative or not array.flags.c_contiguous:
         array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    elif _BIG_ENDIAN:
+    elif not LITTLE_ENDIAN:
         array = array.astype(array.dtype.newbyteorder("<"))
     text = binascii.b2a_base64(array, newline=False)  # type: ignore[arg-type]  # a buffer
     return orjson.Fragment(head + text + b'"}')
 
 
-def _head(array: np.ndarray) -> bytes:
-    """The record's text up to the base64, by dtype and shape: a log holds few of each."""
+def tensor_head(array: np.ndarray) -> bytes:
+    """A numeric tensor's record text up to its base64 (``columns`` writes the same),
+    kept by dtype and shape: a log holds few of each."""
+    head = _heads.get((array.dtype, array.shape))
+    if head is not None:
+        return head
     head = b'{"datatype":%s,"shape":%s,"b64":"' % (
         orjson.dumps(datatype_of(array)),
         orjson.dumps(list(array.shape)),

@@ -11,7 +11,6 @@ with ``protocol="grpc"``, the request log line, the shadow run, the payload reco
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -20,9 +19,10 @@ import grpc
 
 from gateway import __version__
 from gateway.errors import ClientGone, GatewayError, ModelNotReady
-from gateway.http.admin import DISABLED, UNAUTHORIZED
+from gateway.http.admin import DISABLED, UNAUTHORIZED, bearer_matches
+from gateway.http.disconnect import CLIENT_CLOSED_REQUEST
 from gateway.http.handlers import EXTENSIONS
-from gateway.http.inference import new_request_id
+from gateway.http.inference import MAX_REQUEST_ID, new_request_id
 from gateway.rpc import messages
 from gateway.rpc.tensors import decode_request, encode_response
 from gateway.service import InferenceService, ModelCatalog
@@ -42,8 +42,6 @@ STATUS_CODES = {
     HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     HTTPStatus.GATEWAY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-_MAX_REQUEST_ID = 128
-_CLIENT_CLOSED_REQUEST = 499
 
 
 def status_code(status: int) -> grpc.StatusCode:
@@ -99,7 +97,7 @@ class InferenceServicer:
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         headers = _headers(context)
-        request_id = dict(headers).get(b"x-request-id", b"")[:_MAX_REQUEST_ID]
+        request_id = dict(headers).get(b"x-request-id", b"")[:MAX_REQUEST_ID]
         request_id = request_id or new_request_id()
         call = self.service.call(
             "grpc", request.model_name, request.model_version or None, request_id
@@ -113,7 +111,7 @@ class InferenceServicer:
             target = answer.version
             response = encode_response(target.info.model, target.label, decoded.id, answer.outputs)
         except ClientGone:
-            status = _CLIENT_CLOSED_REQUEST
+            status = CLIENT_CLOSED_REQUEST
             await context.abort(grpc.StatusCode.CANCELLED, "the client went away")
         except (GatewayError, asyncio.CancelledError) as caught:
             exc = (
@@ -176,10 +174,7 @@ class InferenceServicer:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str):
                 given = value
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), (self.admin_token or "").encode()
-        ):
+        if not bearer_matches(given, self.admin_token or ""):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHORIZED)
 
 
