@@ -207,3 +207,15 @@ def text_echo() -> onnx.GraphProto:
         [helper.make_tensor_value_info("text", TensorProto.STRING, ["batch"])],
         [helper.make_tensor_value_info("echo", TensorProto.STRING, ["batch"])],
     )
+
+
+def write_slow_sum_model(repository: Path) -> None:
+    """``slowsum`` version 1 (``slow_sum``) on one thread, 4 rows a batch and a queue of
+    1,000: slow enough that a drain test finds requests queued and running."""
+    write_model(repository, "slowsum", 1, slow_sum(1.0))
+    write_config(
+        repository,
+        "slowsum",
+        "[runtime]\nintra_op_threads = 1\ninstances = 1\n"
+        "[batching]\nmax_batch_size = 4\nmax_queue_size = 1000\n",
+    )

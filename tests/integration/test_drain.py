@@ -58,13 +58,7 @@ def _repository(root: Path) -> Path:
         "[routing.shadow]\nversion = 2\n",
     )
     # slow enough that requests are queued and running when the signal comes
-    onnx_models.write_model(root, "slowsum", 1, onnx_models.slow_sum(1.0))
-    onnx_models.write_config(
-        root,
-        "slowsum",
-        "[runtime]\nintra_op_threads = 1\ninstances = 1\n"
-        "[batching]\nmax_batch_size = 4\nmax_queue_size = 1000\n",
-    )
+    onnx_models.write_slow_sum_model(root)
     return root
 
 

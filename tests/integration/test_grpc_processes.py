@@ -31,13 +31,7 @@ MAX_REQUESTS_PER_CLIENT = 500
 
 def _repository(root: Path) -> Path:
     shutil.copytree(EXAMPLES / "digits", root / "digits")
-    onnx_models.write_model(root, "slowsum", 1, onnx_models.slow_sum(1.0))
-    onnx_models.write_config(
-        root,
-        "slowsum",
-        "[runtime]\nintra_op_threads = 1\ninstances = 1\n"
-        "[batching]\nmax_batch_size = 4\nmax_queue_size = 1000\n",
-    )
+    onnx_models.write_slow_sum_model(root)
     return root
 
 
