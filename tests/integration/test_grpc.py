@@ -24,6 +24,7 @@ from gateway.rpc.tensors import CONTENTS_FIELD
 from tests.conftest import RunningGateway, metric_value, start_gateway, stop_gateway
 
 TOKEN = "grpc-admin-token"
+MAX_MESSAGE = 1 << 20  # --max-body-bytes: gRPC's message limit too
 
 
 def _free_port() -> int:
@@ -36,7 +37,12 @@ def _free_port() -> int:
 def served(test_repository: Path) -> Iterator[tuple[RunningGateway, int]]:
     port = _free_port()
     running = start_gateway(
-        Settings(model_repository=test_repository, grpc_port=port, admin_token=TOKEN)
+        Settings(
+            model_repository=test_repository,
+            grpc_port=port,
+            admin_token=TOKEN,
+            max_body_bytes=MAX_MESSAGE,
+        )
     )
     yield running, port
     stop_gateway(running)
@@ -364,3 +370,18 @@ def test_the_asyncio_client(served: tuple[RunningGateway, int]) -> None:
             await client.close()
 
     assert asyncio.run(run()) == ["1"] * 16
+
+
+def test_a_message_over_the_body_limit_is_refused_before_it_is_decoded(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+) -> None:
+    request = service_pb2.ModelInferRequest(model_name="digits")
+    request.inputs.add(name="pixels", datatype="FP32", shape=[4096, 64])
+    request.raw_input_contents.append(bytes(4 * 4096 * 64))  # 1 MiB of data and more
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    small = service_pb2.ModelInferRequest(model_name="digits")
+    small.inputs.add(name="pixels", datatype="FP32", shape=[1, 64])
+    small.raw_input_contents.append(bytes(4 * 64))
+    assert stub.ModelInfer(small).model_name == "digits"  # the server is unharmed
