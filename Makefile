@@ -12,7 +12,7 @@ ARGS ?=
 # make bench QUICK=1: one model, two connection counts, one open-loop rate, 2 s per level
 QUICK_BENCH_ARGS := --models mlp --connections 1 64 --rate mlp=2000 --duration 2
 
-.PHONY: serve test protos redis-server check-models lint bench bench-compare bench-drift bench-payload bench-features wrk clean
+.PHONY: serve test protos redis-server check-models lint bench bench-compare bench-drift bench-payload bench-protocols bench-features wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -85,6 +85,10 @@ bench-drift: $(VENV)/.installed-loadtest wrk
 # the payload log's cost: every request logged to a file vs no log, side by side
 bench-payload: $(VENV)/.installed-loadtest wrk
 	$(BIN)/python -m loadtests.payload_cost $(BENCH_ARGS)
+
+# REST JSON, REST binary and gRPC side by side on one gateway (loadtests/protocols.py)
+bench-protocols: $(VENV)/.installed-loadtest wrk
+	$(BIN)/python -m loadtests.protocols $(BENCH_ARGS)
 
 # features from Redis against the feature vector inline (loadtests/features_benchmark.py)
 bench-features: $(VENV)/.installed-loadtest wrk redis-server

@@ -14,13 +14,16 @@ Classes (run a subset by naming them after the options, or by tag with ``-T``):
   header; a reply from another version than the user's first is a failure;
 - ``DriftUser`` (tag ``drift``): fraud by feature vector, the users of the entities
   file, with one field scaled up more and more over the run: drift monitoring's
-  PSI for that column rises (``/admin/models/fraud/drift``, ``gateway_drift_psi``).
+  PSI for that column rises (``/admin/models/fraud/drift``, ``gateway_drift_psi``);
+- ``GrpcUser`` (tag ``grpc``): digits over gRPC (``--grpc-port``), ModelInfer with
+  ``raw_input_contents``; reported as request type ``grpc``.
 
 Options: ``--entities-file`` (ids for FeatureUser, default models/fraud/entities.csv),
 ``--ab-model`` (default digits), ``--sticky-header`` (default x-user-id; the model's
 ``[routing] sticky_key``), ``--drift-field`` (default balance), ``--drift-factor``
-(default 3: the field's final scale) and ``--drift-ramp-s`` (default 60: seconds to
-reach it). Images and ids are drawn with a fixed seed per user.
+(default 3: the field's final scale), ``--drift-ramp-s`` (default 60: seconds to
+reach it) and ``--grpc-target`` (default: the ``--host``'s name, port 8001). Images and
+ids are drawn with a fixed seed per user.
 """
 
 from __future__ import annotations
@@ -32,9 +35,17 @@ import struct
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import grpc
+import grpc.experimental.gevent as grpc_gevent
 import orjson
-from locust import FastHttpUser, between, events, tag, task
+from locust import FastHttpUser, User, between, events, tag, task
+
+from gateway.rpc.messages import ModelInferRequest, ModelInferResponse
+
+# grpcio's own threads would block locust's gevent loop: let it use gevent instead
+grpc_gevent.init_gevent()
 
 ROOT = Path(__file__).resolve().parent.parent
 PIXELS = 64
@@ -56,6 +67,11 @@ def _options(parser: Any) -> None:
     parser.add_argument("--drift-factor", type=float, default=3.0, help="its final scale")
     parser.add_argument(
         "--drift-ramp-s", type=float, default=60.0, help="seconds until it reaches it"
+    )
+    parser.add_argument(
+        "--grpc-target",
+        default="",
+        help="host:port of the gateway's gRPC server for GrpcUser (default: --host's, port 8001)",
     )
 
 
@@ -268,3 +284,54 @@ class DriftUser(_GatewayUser):
             "/v2/models/fraud/infer", data=body, name="v2 fraud drifting", catch_response=True
         ) as response:
             _check(response, "drift")
+
+
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
+class GrpcUser(User):
+    """digits over gRPC: one channel per simulated user, as one tritonclient.grpc client
+    has; each call is reported to locust as request type ``grpc``."""
+
+    wait_time = between(0.0, 0.01)
+
+    def on_start(self) -> None:
+        self.number = next(_user_numbers)
+        self.rng = random.Random(self.number)
+        options = self.environment.parsed_options
+        target = options.grpc_target or f"{urlsplit(self.host or '').hostname}:8001"
+        self.channel = grpc.insecure_channel(target)
+        self.infer = self.channel.unary_unary(
+            INFER_METHOD,
+            request_serializer=None,
+            response_deserializer=ModelInferResponse.FromString,
+        )
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    @tag("grpc")
+    @task
+    def infer_digits(self) -> None:
+        request = ModelInferRequest(model_name="digits")
+        request.inputs.add(name="pixels", datatype="FP32", shape=[1, PIXELS])
+        request.raw_input_contents.append(struct.pack(f"<{PIXELS}f", *_image(self.rng)))
+        body = request.SerializeToString()
+        failure: Exception | None = None
+        size = 0
+        started = time.perf_counter()
+        try:
+            response = self.infer(body, timeout=10)
+            size = response.ByteSize()
+            if list(response.outputs[0].shape) != [1, 10]:
+                failure = ValueError(f"unexpected output shape {list(response.outputs[0].shape)}")
+        except grpc.RpcError as exc:
+            failure = exc
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name="grpc digits",
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=size,
+            exception=failure,
+            context={},
+        )

@@ -1,6 +1,9 @@
 -- wrk script: POST the body in the file named by the first script argument, and print
 -- a JSON summary (requests, errors, latency percentiles in microseconds) at the end.
 --
+-- With "--binary FILE LENGTH", FILE is a Triton binary-extension body whose JSON header
+-- is LENGTH bytes long (sent as Inference-Header-Content-Length).
+--
 -- With "--entities N" instead of a file, each request is a v2 body with one random
 -- entity id out of u0001..uN (input "user_id"), for models with [features].
 local entities = nil
@@ -13,7 +16,13 @@ function init(args)
     math.randomseed(os.time())
     return
   end
-  local handle = assert(io.open(args[1], "rb"))
+  local path = args[1]
+  if args[1] == "--binary" then
+    path = args[2]
+    wrk.headers["Content-Type"] = "application/octet-stream"
+    wrk.headers["Inference-Header-Content-Length"] = args[3]
+  end
+  local handle = assert(io.open(path, "rb"))
   wrk.body = handle:read("*a")
   handle:close()
 end

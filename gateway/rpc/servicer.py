@@ -191,6 +191,9 @@ def _trailers(request_id: bytes, call: Any) -> tuple[tuple[str, str], ...]:
     trailers = [("x-request-id", request_id.decode("latin-1"))]
     if call.target is not None:
         trailers.append(("x-model-version", call.target.label))
+    defaults = call.feature_defaults
+    if defaults is not None:  # entity ids were looked up: rows that got the defaults
+        trailers.append(("x-feature-defaults", str(defaults)))
     return tuple(trailers)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,11 +26,15 @@ SCENARIOS = {
     "FeatureUser": "v2 fraud by user id",
     "StickyABUser": "v2 sticky a/b",
     "DriftUser": "v2 fraud drifting",
+    "GrpcUser": "grpc digits",
 }
 
 
 @pytest.fixture(scope="module")
-def locust_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+def locust_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RunningGateway, str]]:
+    """The gateway, and the host:port of its gRPC server (for GrpcUser)."""
     root = tmp_path_factory.mktemp("locust")
     shutil.copytree(EXAMPLES / "digits", root / "digits")
     onnx_models.write_config(
@@ -39,17 +44,28 @@ def locust_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         'sticky_key = "x-user-id"\n',
     )
     shutil.copytree(EXAMPLES / "fraud", root / "fraud")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        grpc_port = int(sock.getsockname()[1])
     running = start_gateway(
-        Settings(model_repository=root, features_file=EXAMPLES / "fraud" / "entities.csv")
+        Settings(
+            model_repository=root,
+            features_file=EXAMPLES / "fraud" / "entities.csv",
+            grpc_port=grpc_port,
+        )
     )
-    yield running
+    yield running, f"127.0.0.1:{grpc_port}"
     stop_gateway(running)
 
 
-def run_locust(url: str, out: Path, *selection: str, users: int = 5) -> dict[str, dict[str, str]]:
+def run_locust(
+    served: tuple[RunningGateway, str], out: Path, *selection: str, users: int = 5
+) -> dict[str, dict[str, str]]:
     """Locust's stats rows by request name, after a headless run of a few seconds."""
+    running, grpc_target = served
     command = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py")]
-    command += ["--headless", "-u", str(users), "-r", str(users), "-t", "4s", "--host", url]
+    command += ["--headless", "-u", str(users), "-r", str(users), "-t", "4s"]
+    command += ["--host", running.url, "--grpc-target", grpc_target]
     command += ["--csv", str(out / "run"), "--only-summary", "--stop-timeout", "5", *selection]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -58,16 +74,28 @@ def run_locust(url: str, out: Path, *selection: str, users: int = 5) -> dict[str
 
 
 def test_every_scenario_runs_without_failures(
-    locust_gateway: RunningGateway, tmp_path: Path
+    locust_gateway: tuple[RunningGateway, str], tmp_path: Path
 ) -> None:
-    stats = run_locust(locust_gateway.url, tmp_path, *SCENARIOS, users=len(SCENARIOS))
+    stats = run_locust(locust_gateway, tmp_path, *SCENARIOS, users=len(SCENARIOS))
     for name in SCENARIOS.values():
         assert int(stats[name]["Request Count"]) > 0, name
         assert int(stats[name]["Failure Count"]) == 0, name
     assert int(stats["Aggregated"]["Failure Count"]) == 0
 
 
-def test_scenarios_are_selectable_by_tag(locust_gateway: RunningGateway, tmp_path: Path) -> None:
-    stats = run_locust(locust_gateway.url, tmp_path, "-T", "features", users=2)
+def test_scenarios_are_selectable_by_tag(
+    locust_gateway: tuple[RunningGateway, str], tmp_path: Path
+) -> None:
+    stats = run_locust(locust_gateway, tmp_path, "-T", "features", users=2)
     names = set(stats) - {"Aggregated"}
     assert names == {"v2 fraud by user id"}
+
+
+def test_the_grpc_scenario_reports_grpc_requests(
+    locust_gateway: tuple[RunningGateway, str], tmp_path: Path
+) -> None:
+    stats = run_locust(locust_gateway, tmp_path, "-T", "grpc", users=2)
+    assert set(stats) - {"Aggregated"} == {"grpc digits"}
+    row = stats["grpc digits"]
+    assert row["Type"] == "grpc" and int(row["Request Count"]) > 0
+    assert int(row["Failure Count"]) == 0

@@ -1,0 +1,219 @@
+"""REST JSON, REST binary and gRPC side by side: one gateway serving HTTP and gRPC, the
+same model and row driven through each transport in turn.
+
+    make bench-protocols                 # or: .venv/bin/python -m loadtests.protocols [options]
+
+The gateway is pinned to ``--server-cpu``; the load generators to ``--client-cpu``:
+wrk for both REST bodies (v2 JSON, and Triton's binary extension with binary outputs
+asked for), ``grpc_load.py`` (grpcio's asyncio client, pre-serialized request, reply
+not parsed) for ModelInfer with ``raw_input_contents``. Each round drives every
+transport once for ``--duration`` seconds, the order rotating from round to round, so
+a noisy minute on a shared machine is spread over all three.
+
+Per model and connection count it prints, for each transport, the median req/s, its
+median per-round ratio to REST JSON, p50 and p99, and CPU time per request of the
+server and of the load generator (user + system). The server's CPU per request is the
+figure that does not depend on how fast the client is: wrk is C, the gRPC client is
+Python, and where the client's CPU per request approaches 1e6 / req/s it, not the
+server, set the pace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from loadtests.benchmark import HERE, _bodies, _free_port, _pinned, _start_server, _stop, _wrk
+from loadtests.compare import add_round_options, cpu_seconds
+from loadtests.reference_models import input_width, write_repository
+
+PROTOCOLS = ("rest-json", "rest-binary", "grpc")
+WRK_ERRORS = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+
+
+@dataclass
+class Requests:
+    """One model's request, written once per transport."""
+
+    json: Path
+    binary: Path
+    binary_header_length: int
+    grpc: Path
+
+
+@dataclass
+class Samples:
+    rps: list[float] = field(default_factory=list)
+    ratio: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    server_cpu: list[float] = field(default_factory=list)
+    client_cpu: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+def write_requests(directory: Path, models: list[str]) -> dict[str, Requests]:
+    """The same row as ``benchmark._bodies`` (same seed), as a v2 JSON body, a binary
+    body and a serialized ModelInferRequest."""
+    from gateway.rpc.messages import ModelInferRequest
+
+    json_bodies = _bodies(directory, models)
+    requests = {}
+    for model in models:
+        width = input_width(model)
+        row = np.array(
+            orjson.loads(json_bodies[model].read_bytes())["inputs"][0]["data"], dtype="<f4"
+        )
+        header = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, width],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": row.nbytes},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        )
+        binary = directory / f"{model}.bin"
+        binary.write_bytes(header + row.tobytes())
+        message = ModelInferRequest(model_name=model)
+        message.inputs.add(name="input", datatype="FP32", shape=[1, width])
+        message.raw_input_contents.append(row.tobytes())
+        grpc_request = directory / f"{model}.grpc"
+        grpc_request.write_bytes(message.SerializeToString())
+        requests[model] = Requests(json_bodies[model], binary, len(header), grpc_request)
+    return requests
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _grpc_load(
+    target: str, request: Path, connections: int, channels: int, duration: float, cpu: str
+) -> dict[str, int]:
+    command = [sys.executable, str(HERE / "grpc_load.py"), target, str(request)]
+    command += ["--concurrency", str(connections), "--channels", str(min(channels, connections))]
+    command += ["--duration", str(duration)]
+    output = subprocess.run(
+        _pinned(cpu, command), capture_output=True, text=True, check=True, timeout=duration + 60
+    ).stdout
+    line = next(x for x in output.splitlines() if x.startswith("GRPC_JSON "))
+    return dict(json.loads(line.removeprefix("GRPC_JSON ")))
+
+
+def drivers(
+    args: argparse.Namespace, port: int, grpc_port: int, model: str, request: Requests
+) -> dict[str, Callable[[int, float], dict[str, int]]]:
+    """For each transport: run it at (connections, seconds), return a wrk-like summary."""
+    url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+    binary = ["--binary", str(request.binary), str(request.binary_header_length)]
+    target = f"127.0.0.1:{grpc_port}"
+    return {
+        "rest-json": lambda c, s: _wrk(url, request.json, c, s, args.client_cpu),
+        "rest-binary": lambda c, s: _wrk(url, binary, c, s, args.client_cpu),
+        "grpc": lambda c, s: _grpc_load(
+            target, request.grpc, c, args.grpc_channels, s, args.client_cpu
+        ),
+    }
+
+
+def measure(
+    args: argparse.Namespace,
+    pid: int,
+    run: dict[str, Callable[[int, float], dict[str, int]]],
+    connections: int,
+) -> dict[str, Samples]:
+    samples = {protocol: Samples() for protocol in PROTOCOLS}
+    for protocol in PROTOCOLS:  # warm-up, discarded
+        run[protocol](8, 1)
+    for index in range(args.rounds):
+        order = PROTOCOLS[index % 3 :] + PROTOCOLS[: index % 3]
+        this_round = {}
+        for protocol in order:
+            server_before, client_before = cpu_seconds(pid), _children_cpu()
+            result = run[protocol](connections, args.duration)
+            requests = max(result["requests"], 1)
+            mine = samples[protocol]
+            this_round[protocol] = requests / (result["duration_us"] / 1e6)
+            mine.rps.append(this_round[protocol])
+            mine.p50.append(result["p50"] / 1000)
+            mine.p99.append(result["p99"] / 1000)
+            mine.server_cpu.append((cpu_seconds(pid) - server_before) / requests * 1e6)
+            mine.client_cpu.append((_children_cpu() - client_before) / requests * 1e6)
+            mine.errors += result.get("errors", 0) or sum(result.get(k, 0) for k in WRK_ERRORS)
+        for protocol in PROTOCOLS:
+            samples[protocol].ratio.append(this_round[protocol] / this_round["rest-json"])
+    return samples
+
+
+def print_rows(model: str, connections: int, samples: dict[str, Samples]) -> None:
+    median = statistics.median
+    for protocol in PROTOCOLS:
+        mine = samples[protocol]
+        spread = f"{min(mine.ratio):.2f}-{max(mine.ratio):.2f}"
+        print(
+            f"{model:<5} {connections:>3}c {protocol:<12} {median(mine.rps):>9,.0f} "
+            f"{median(mine.ratio):>6.3f} {spread:>10} {median(mine.p50):>7.2f} "
+            f"{median(mine.p99):>7.2f} {median(mine.server_cpu):>10.0f} "
+            f"{median(mine.client_cpu):>10.0f} {mine.errors:>6}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_round_options(parser, ["mlp", "wide"], [1, 64])
+    parser.add_argument(
+        "--grpc-channels",
+        type=int,
+        default=1,
+        help="HTTP/2 connections the gRPC client spreads its requests over (1: as one "
+        "tritonclient.grpc client does)",
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gateway-protocols-") as scratch:
+        base = Path(scratch)
+        repository = write_repository(base / "models", 32, 2.0)
+        requests = write_requests(base, args.models)
+        port, grpc_port = _free_port(), _free_port()
+        server = _start_server(
+            "gateway", repository, port, args.server_cpu, ["--grpc-port", str(grpc_port)]
+        )
+        try:
+            print(
+                f"one gateway (cpu {args.server_cpu}), HTTP :{port} and gRPC :{grpc_port}; "
+                f"load on cpu {args.client_cpu}; {args.rounds} rounds of {args.duration:g} s; "
+                f"gRPC over {args.grpc_channels} channel(s)"
+            )
+            print(
+                f"{'model':<5} {'conn':>4} {'transport':<12} {'req/s':>9} {'ratio':>6} "
+                f"{'rounds':>10} {'p50 ms':>7} {'p99 ms':>7} {'server':>10} {'client':>10} "
+                f"{'errors':>6}"
+            )
+            print(f"{'':<43}(to REST JSON){'':<16}(CPU us a request)")
+            for model in args.models:
+                run = drivers(args, port, grpc_port, model, requests[model])
+                for connections in args.connections:
+                    print_rows(model, connections, measure(args, server.pid, run, connections))
+        finally:
+            _stop(server)
+
+
+if __name__ == "__main__":
+    main()
