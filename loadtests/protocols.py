@@ -6,9 +6,11 @@ same model and row driven through each transport in turn.
 The gateway is pinned to ``--server-cpu``; the load generators to ``--client-cpu``:
 wrk for both REST bodies (v2 JSON, and Triton's binary extension with binary outputs
 asked for), ``grpc_load.py`` (grpcio's asyncio client, pre-serialized request, reply
-not parsed) for ModelInfer with ``raw_input_contents``. Each round drives every
-transport once for ``--duration`` seconds, the order rotating from round to round, so
-a noisy minute on a shared machine is spread over all three.
+not parsed) for ModelInfer with ``raw_input_contents``. ``grpc-floor`` is the same gRPC
+load against ``grpc_floor.py``: grpcio's server alone, answering a fixed reply of the
+model's output size, on the same core: what gRPC costs before the gateway does
+anything. Each round drives every transport once for ``--duration`` seconds, the order
+rotating from round to round, so a noisy minute on a shared machine is spread over all.
 
 Per model and connection count it prints, for each transport, the median req/s, its
 median per-round ratio to REST JSON, p50 and p99, and CPU time per request of the
@@ -23,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +40,9 @@ import orjson
 
 from loadtests.benchmark import HERE, _bodies, _free_port, _pinned, _start_server, _stop, _wrk
 from loadtests.compare import add_round_options, cpu_seconds
-from loadtests.reference_models import input_width, write_repository
+from loadtests.reference_models import SHAPES, input_width, write_repository
 
-PROTOCOLS = ("rest-json", "rest-binary", "grpc")
+PROTOCOLS = ("rest-json", "rest-binary", "grpc", "grpc-floor")
 WRK_ERRORS = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
 
 
@@ -117,37 +121,63 @@ def _grpc_load(
     return dict(json.loads(line.removeprefix("GRPC_JSON ")))
 
 
+def start_floor(port: int, model: str, cpu: str) -> subprocess.Popen[bytes]:
+    """grpc_floor.py for ``model``'s output size, once it answers."""
+    output_bytes = SHAPES[model][1][-1] * 4
+    command = [sys.executable, str(HERE / "grpc_floor.py"), str(port), str(output_bytes)]
+    process = subprocess.Popen(_pinned(cpu, command))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("grpc_floor.py did not start")
+
+
+# a transport's load: (connections, seconds) -> a wrk-like summary; and the server's pid
+Driver = tuple[Callable[[int, float], dict[str, int]], int]
+
+
 def drivers(
-    args: argparse.Namespace, port: int, grpc_port: int, model: str, request: Requests
-) -> dict[str, Callable[[int, float], dict[str, int]]]:
-    """For each transport: run it at (connections, seconds), return a wrk-like summary."""
+    args: argparse.Namespace,
+    servers: tuple[subprocess.Popen[bytes], int, int],
+    floor: tuple[subprocess.Popen[bytes], int],
+    model: str,
+    request: Requests,
+) -> dict[str, Driver]:
+    gateway, port, grpc_port = servers
     url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
     binary = ["--binary", str(request.binary), str(request.binary_header_length)]
-    target = f"127.0.0.1:{grpc_port}"
-    return {
-        "rest-json": lambda c, s: _wrk(url, request.json, c, s, args.client_cpu),
-        "rest-binary": lambda c, s: _wrk(url, binary, c, s, args.client_cpu),
-        "grpc": lambda c, s: _grpc_load(
+
+    def grpc_at(target: str) -> Callable[[int, float], dict[str, int]]:
+        return lambda c, s: _grpc_load(
             target, request.grpc, c, args.grpc_channels, s, args.client_cpu
-        ),
+        )
+
+    return {
+        "rest-json": (lambda c, s: _wrk(url, request.json, c, s, args.client_cpu), gateway.pid),
+        "rest-binary": (lambda c, s: _wrk(url, binary, c, s, args.client_cpu), gateway.pid),
+        "grpc": (grpc_at(f"127.0.0.1:{grpc_port}"), gateway.pid),
+        "grpc-floor": (grpc_at(f"127.0.0.1:{floor[1]}"), floor[0].pid),
     }
 
 
 def measure(
-    args: argparse.Namespace,
-    pid: int,
-    run: dict[str, Callable[[int, float], dict[str, int]]],
-    connections: int,
+    args: argparse.Namespace, run: dict[str, Driver], connections: int
 ) -> dict[str, Samples]:
     samples = {protocol: Samples() for protocol in PROTOCOLS}
     for protocol in PROTOCOLS:  # warm-up, discarded
-        run[protocol](8, 1)
+        run[protocol][0](8, 1)
     for index in range(args.rounds):
-        order = PROTOCOLS[index % 3 :] + PROTOCOLS[: index % 3]
+        turn = index % len(PROTOCOLS)
+        order = PROTOCOLS[turn:] + PROTOCOLS[:turn]
         this_round = {}
         for protocol in order:
+            load, pid = run[protocol]
             server_before, client_before = cpu_seconds(pid), _children_cpu()
-            result = run[protocol](connections, args.duration)
+            result = load(connections, args.duration)
             requests = max(result["requests"], 1)
             mine = samples[protocol]
             this_round[protocol] = requests / (result["duration_us"] / 1e6)
@@ -195,7 +225,11 @@ def main() -> None:
         server = _start_server(
             "gateway", repository, port, args.server_cpu, ["--grpc-port", str(grpc_port)]
         )
+        floors: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
+            for model in args.models:
+                floor_port = _free_port()
+                floors[model] = (start_floor(floor_port, model, args.server_cpu), floor_port)
             print(
                 f"one gateway (cpu {args.server_cpu}), HTTP :{port} and gRPC :{grpc_port}; "
                 f"load on cpu {args.client_cpu}; {args.rounds} rounds of {args.duration:g} s; "
@@ -208,11 +242,15 @@ def main() -> None:
             )
             print(f"{'':<43}(to REST JSON){'':<16}(CPU us a request)")
             for model in args.models:
-                run = drivers(args, port, grpc_port, model, requests[model])
+                run = drivers(
+                    args, (server, port, grpc_port), floors[model], model, requests[model]
+                )
                 for connections in args.connections:
-                    print_rows(model, connections, measure(args, server.pid, run, connections))
+                    print_rows(model, connections, measure(args, run, connections))
         finally:
             _stop(server)
+            for floor, _ in floors.values():
+                _stop(floor)
 
 
 if __name__ == "__main__":
