@@ -1,4 +1,5 @@
-"""Benchmark: the gateway (batching on and off) against a naive server and raw onnxruntime.
+"""Benchmark: the gateway (batching on and off) against a naive server, the floor of its
+HTTP stack and raw onnxruntime.
 
     make bench                       # or: .venv/bin/python -m loadtests.benchmark [options]
 
@@ -11,6 +12,12 @@ For each server and model (``mlp``, ``wide``; see reference_models.py) it measur
 
 and, once, the in-process onnxruntime ceiling in rows/s at batch 1, 8 and 32 on one
 core. Prints one table, writes ``results.csv`` and ``latency.png`` to ``--out``.
+
+Closed-loop rows also carry the server's CPU time per request (from /proc) and, for
+the gateway, its mean batch size over the level (``gateway_batch_size``). With the
+``floor`` server (floor_server.py: reads and parses the body, answers a fixed body)
+and the ceiling, a second table gives the gateway's share of the floor and of the
+one-core limit (limits.py).
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 
+from loadtests.limits import limits, print_limits
+from loadtests.procstat import batch_totals, cpu_seconds
 from loadtests.reference_models import input_width, write_repository
 
 HERE = Path(__file__).resolve().parent
@@ -42,9 +51,11 @@ SERVERS = {
     "gateway": "gateway, batching on",
     "gateway-nobatch": "gateway, batching off",
     "naive": "naive Starlette server",
+    "floor": "bare ASGI floor (no inference)",
 }
 BASELINE = "baseline"  # the gateway of --baseline REF, batching on
 DEFAULT_RATES = {"mlp": [2000, 5000, 10000], "wide": [1000, 2500, 3500]}
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)  # the in-process ceiling's, for limits.row_cost_us
 
 
 @dataclass
@@ -59,6 +70,8 @@ class Row:
     p99_ms: float = float("nan")
     p999_ms: float = float("nan")
     errors: int = 0
+    cpu_us: float = float("nan")  # server CPU time per request (closed loop)
+    batch: float = float("nan")  # the gateway's mean batch size over the level
 
 
 def _free_port() -> int:
@@ -84,6 +97,8 @@ def _start_server(
     python = sys.executable
     if kind == "naive":
         command = [python, str(HERE / "naive_server.py"), str(repository), "--port", str(port)]
+    elif kind == "floor":
+        command = [python, "-m", "loadtests.floor_server", "--port", str(port)]
     else:
         command = [
             python,
@@ -173,7 +188,7 @@ for name, width in {[(m, input_width(m)) for m in models]!r}:
     options.inter_op_num_threads = 1
     session = ort.InferenceSession("{repository}/" + name + "/1/model.onnx", options,
                                    providers=["CPUExecutionProvider"])
-    for batch in (1, 8, 32):
+    for batch in {BATCH_SIZES!r}:
         x = np.random.default_rng(0).standard_normal((batch, width)).astype(np.float32)
         for _ in range(20):
             session.run(None, {{"input": x}})
@@ -221,6 +236,45 @@ def export_tree(ref: str, destination: Path) -> Path:
     return destination
 
 
+WRK_ERRORS = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+
+
+def closed_level(
+    args: argparse.Namespace,
+    server: str,
+    pid: int,
+    port: int,
+    model: str,
+    body: Path,
+    connections: int,
+) -> Row:
+    """wrk at ``connections`` for ``--duration`` s, with the server's CPU time per request
+    and, for a gateway, its mean batch size over the run."""
+    base = f"http://127.0.0.1:{port}"
+    cpu_before, rows_before = cpu_seconds(pid), batch_totals(base, model)
+    result = _wrk(
+        f"{base}/v2/models/{model}/infer", body, connections, args.duration, args.client_cpu
+    )
+    requests = max(result["requests"], 1)
+    cpu_us = (cpu_seconds(pid) - cpu_before) / requests * 1e6
+    rows_after = batch_totals(base, model)
+    batches = rows_after[1] - rows_before[1]
+    return Row(
+        server,
+        model,
+        "closed",
+        f"{connections}c",
+        result["requests"] / (result["duration_us"] / 1e6),
+        result["p50"] / 1000,
+        result["p90"] / 1000,
+        result["p99"] / 1000,
+        result["p999"] / 1000,
+        sum(result[k] for k in WRK_ERRORS),
+        cpu_us,
+        (rows_after[0] - rows_before[0]) / batches if batches else float("nan"),
+    )
+
+
 def run_benchmark(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as scratch:
@@ -229,7 +283,7 @@ def run_benchmark(args: argparse.Namespace) -> list[Row]:
             "gateway": write_repository(base / "batch", args.max_batch_size, args.max_delay_ms),
             "gateway-nobatch": write_repository(base / "nobatch", 0),
         }
-        repositories["naive"] = repositories["gateway-nobatch"]
+        repositories["naive"] = repositories["floor"] = repositories["gateway-nobatch"]
         repositories[BASELINE] = repositories["gateway"]
         sources = {server: ROOT for server in repositories}
         servers = list(args.servers)
@@ -240,7 +294,7 @@ def run_benchmark(args: argparse.Namespace) -> list[Row]:
             servers.insert(where, BASELINE)
         bodies = _bodies(base, args.models)
         print(f"onnxruntime ceiling (cpu {args.server_cpu}) ...", flush=True)
-        rows += measure_ceiling(repositories["gateway"], args.models, args.server_cpu, 2.0)
+        rows += measure_ceiling(repositories["gateway"], args.models, args.server_cpu, 1.0)
         for server in servers:
             port = _free_port()
             process = _start_server(
@@ -252,31 +306,9 @@ def run_benchmark(args: argparse.Namespace) -> list[Row]:
                     _wrk(url, bodies[model], 8, 2, args.client_cpu)  # warm-up, discarded
                     for connections in args.connections:
                         print(f"{server} {model} closed {connections}c ...", flush=True)
-                        result = _wrk(
-                            url, bodies[model], connections, args.duration, args.client_cpu
-                        )
-                        errors = sum(
-                            result[k]
-                            for k in (
-                                "connect_errors",
-                                "read_errors",
-                                "write_errors",
-                                "status_errors",
-                                "timeouts",
-                            )
-                        )
                         rows.append(
-                            Row(
-                                server,
-                                model,
-                                "closed",
-                                f"{connections}c",
-                                result["requests"] / (result["duration_us"] / 1e6),
-                                result["p50"] / 1000,
-                                result["p90"] / 1000,
-                                result["p99"] / 1000,
-                                result["p999"] / 1000,
-                                errors,
+                            closed_level(
+                                args, server, process.pid, port, model, bodies[model], connections
                             )
                         )
                     for rate in args.rates.get(model, DEFAULT_RATES[model]):
@@ -306,7 +338,8 @@ def run_benchmark(args: argparse.Namespace) -> list[Row]:
 def print_table(rows: list[Row]) -> None:
     header = (
         f"{'server':<16} {'model':<5} {'mode':<10} {'level':<9} {'req/s':>9} "
-        f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>6}"
+        f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>6} "
+        f"{'CPU us':>7} {'batch':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -315,43 +348,20 @@ def print_table(rows: list[Row]) -> None:
         print(
             f"{r.server:<16} {r.model:<5} {r.mode:<10} {r.level:<9} {rate[:-1]:>9}"
             f"{rate[-1]}{r.p50_ms:7.2f} {r.p90_ms:8.2f} {r.p99_ms:8.2f} {r.p999_ms:9.2f} "
-            f"{r.errors:6d}"
+            f"{r.errors:6d} {r.cpu_us:7.0f} {r.batch:6.1f}"
         )
     print("* in-process rows are onnxruntime rows/s (no HTTP), the ceiling for one core")
+    print("CPU us: the server's CPU time per request; batch: the gateway's mean batch size")
 
 
 def write_csv(rows: list[Row], path: Path) -> None:
+    names = [f.name for f in fields(Row)]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "server",
-                "model",
-                "mode",
-                "level",
-                "rps",
-                "p50_ms",
-                "p90_ms",
-                "p99_ms",
-                "p999_ms",
-                "errors",
-            ]
-        )
+        writer.writerow(names)
         for r in rows:
-            writer.writerow(
-                [
-                    r.server,
-                    r.model,
-                    r.mode,
-                    r.level,
-                    f"{r.rps:.1f}",
-                    f"{r.p50_ms:.3f}",
-                    f"{r.p90_ms:.3f}",
-                    f"{r.p99_ms:.3f}",
-                    f"{r.p999_ms:.3f}",
-                    r.errors,
-                ]
-            )
+            values = [getattr(r, name) for name in names]
+            writer.writerow([f"{v:.3f}" if isinstance(v, float) else v for v in values])
 
 
 def plot(rows: list[Row], path: Path, models: list[str]) -> None:
@@ -440,6 +450,7 @@ def main() -> None:
     rows = run_benchmark(args)
     print()
     print_table(rows)
+    print_limits(limits(rows, ["gateway", BASELINE]))
     write_csv(rows, args.out / "results.csv")
     plot(rows, args.out / "latency.png", args.models)
     print(f"\nwrote {args.out / 'results.csv'} and {args.out / 'latency.png'}")

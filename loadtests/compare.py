@@ -16,20 +16,14 @@ request (user + system, all threads, from /proc) as a second opinion.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 
 from loadtests.benchmark import ROOT, _bodies, _free_port, _start_server, _stop, _wrk, export_tree
+from loadtests.procstat import cpu_seconds
 from loadtests.reference_models import write_repository
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all of its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def add_round_options(

@@ -38,12 +38,21 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from loadtests.benchmark import HERE, _bodies, _free_port, _pinned, _start_server, _stop, _wrk
-from loadtests.compare import add_round_options, cpu_seconds
+from loadtests.benchmark import (
+    HERE,
+    WRK_ERRORS,
+    _bodies,
+    _free_port,
+    _pinned,
+    _start_server,
+    _stop,
+    _wrk,
+)
+from loadtests.compare import add_round_options
+from loadtests.procstat import cpu_seconds
 from loadtests.reference_models import SHAPES, input_width, write_repository
 
 PROTOCOLS = ("rest-json", "rest-binary", "grpc", "grpc-floor")
-WRK_ERRORS = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
 
 
 @dataclass
