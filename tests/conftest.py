@@ -75,6 +75,18 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def wait_for_metric(url: str, name: str, minimum: float, **labels: str) -> str:
+    """The gateway's /metrics once ``name`` (with ``labels``) has reached ``minimum``;
+    fails after 20 s."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{url}/metrics").text
+        if metric_value(text, name, **labels) >= minimum:
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never reached {minimum}")
+
+
 def start_gateway(settings: Settings, timeout_s: float = 60.0) -> RunningGateway:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -4,7 +4,6 @@ HTTP and gRPC side by side."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,20 +21,15 @@ from gateway.config import Settings
 from gateway.protocol.datatypes import NUMPY_DTYPES
 from gateway.rpc.tensors import CONTENTS_FIELD
 from tests.conftest import RunningGateway, metric_value, start_gateway, stop_gateway
+from tests.gateway_process import free_port
 
 TOKEN = "grpc-admin-token"
 MAX_MESSAGE = 1 << 20  # --max-body-bytes: gRPC's message limit too
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(test_repository: Path) -> Iterator[tuple[RunningGateway, int]]:
-    port = _free_port()
+    port = free_port()
     running = start_gateway(
         Settings(
             model_repository=test_repository,

@@ -5,7 +5,6 @@ JSON, REST binary and gRPC."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from gateway.rpc.messages import ModelInferRequest
 from loadtests.protocols import write_requests
 from loadtests.reference_models import write_repository
 from tests.conftest import ROOT, RunningGateway, metric_value, start_gateway, stop_gateway
+from tests.gateway_process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.integration
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, int]]:
     """The benchmark's own models (mlp, wide), served over HTTP and gRPC."""
     root = write_repository(tmp_path_factory.mktemp("bench-models"), 32, 2.0)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     running = start_gateway(Settings(model_repository=root, grpc_port=port))
     yield running, port
     stop_gateway(running)
@@ -42,6 +40,11 @@ def _grpc_load(port: int, request: Path, *options: str) -> dict[str, object]:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     line = next(x for x in result.stdout.splitlines() if x.startswith("GRPC_JSON "))
     return dict(json.loads(line.removeprefix("GRPC_JSON ")))
+
+
+def _answered_over_grpc(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return metric_value(text, "gateway_requests_total", model="mlp", protocol="grpc", code="200")
 
 
 def test_the_three_transports_carry_the_same_row(tmp_path: Path) -> None:
@@ -63,25 +66,13 @@ def test_grpc_load_drives_the_gateway_and_counts_its_answers(
 ) -> None:
     running, port = served
     requests = write_requests(tmp_path, ["mlp"])["mlp"]
-    before = metric_value(
-        httpx.get(f"{running.url}/metrics").text,
-        "gateway_requests_total",
-        model="mlp",
-        protocol="grpc",
-        code="200",
-    )
+    before = _answered_over_grpc(running.url)
     summary = _grpc_load(port, requests.grpc, "--concurrency", "8", "--channels", "2")
     answered = int(summary["requests"])  # type: ignore[call-overload]
     assert answered > 0 and summary["errors"] == 0
     assert 0 < summary["p50"] <= summary["p99"] <= summary["max"]  # type: ignore[operator]
-    after = metric_value(
-        httpx.get(f"{running.url}/metrics").text,
-        "gateway_requests_total",
-        model="mlp",
-        protocol="grpc",
-        code="200",
-    )
-    assert after - before == answered + 2  # and one warm-up call per channel
+    # counted by the gateway too, with one warm-up call per channel
+    assert _answered_over_grpc(running.url) - before == answered + 2
 
 
 def test_grpc_load_stops_at_once_on_a_request_the_gateway_refuses(

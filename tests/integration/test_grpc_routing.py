@@ -5,8 +5,6 @@ looks its rows up by entity id, with the answers HTTP gives for the same request
 from __future__ import annotations
 
 import shutil
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,18 +18,20 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.config import Settings
 from tests import onnx_models
-from tests.conftest import EXAMPLES, RunningGateway, metric_value, start_gateway, stop_gateway
+from tests.conftest import (
+    EXAMPLES,
+    RunningGateway,
+    metric_value,
+    start_gateway,
+    stop_gateway,
+    wait_for_metric,
+)
+from tests.gateway_process import free_port
 
 pytestmark = pytest.mark.integration
 
 A_ROW = [1.0, 5.0, 2.0, 3.0]
 B_ROW = [0, 1, 0, 0]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGa
         '[model]\nversions = "all"\n[routing]\nweights = { "1" = 1 }\n'
         "[routing.shadow]\nversion = 2\n",
     )
-    port = _free_port()
+    port = free_port()
     log = root.parent / "shadow.jsonl"
     running = start_gateway(
         Settings(
@@ -80,16 +80,6 @@ def _mirror_request() -> service_pb2.ModelInferRequest:
     return request
 
 
-def _wait_for(url: str, name: str, minimum: float, **labels: str) -> str:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        text = httpx.get(f"{url}/metrics").text
-        if metric_value(text, name, **labels) >= minimum:
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{name} never reached {minimum}")
-
-
 def test_grpc_requests_are_shadowed_and_compared_after_the_answer(
     served: tuple[RunningGateway, int, Path],
     stub: service_pb2_grpc.GRPCInferenceServiceStub,
@@ -104,7 +94,7 @@ def test_grpc_requests_are_shadowed_and_compared_after_the_answer(
         sums = np.frombuffer(response.raw_output_contents[0], "<f4")
         assert sums.tolist() == [1.0, 6.0, 2.0, 3.0]
     labels = {"model": "mirror", "primary": "1", "shadow": "2"}
-    text = _wait_for(running.url, "gateway_shadow_requests_total", 12, **labels)
+    text = wait_for_metric(running.url, "gateway_shadow_requests_total", 12, **labels)
     assert metric_value(text, "gateway_shadow_errors_total", **labels) == 0
     # twice the sums: the same argmax in every row, 6.0 apart at most
     assert metric_value(text, "gateway_shadow_disagreements_total", **labels) == 0

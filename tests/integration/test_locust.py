@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 from gateway.config import Settings
 from tests import onnx_models
 from tests.conftest import EXAMPLES, ROOT, RunningGateway, start_gateway, stop_gateway
+from tests.gateway_process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +44,7 @@ def locust_gateway(
         'sticky_key = "x-user-id"\n',
     )
     shutil.copytree(EXAMPLES / "fraud", root / "fraud")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        grpc_port = int(sock.getsockname()[1])
+    grpc_port = free_port()
     running = start_gateway(
         Settings(
             model_repository=root,

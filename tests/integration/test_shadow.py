@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,14 @@ import pytest
 from gateway.config import Settings
 from gateway.repository.version import ModelVersion
 from tests import onnx_models
-from tests.conftest import EXAMPLES, RunningGateway, metric_value, start_gateway, stop_gateway
+from tests.conftest import (
+    EXAMPLES,
+    RunningGateway,
+    metric_value,
+    start_gateway,
+    stop_gateway,
+    wait_for_metric,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,16 +64,6 @@ def shadow_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShadowG
     stop_gateway(running)
 
 
-def _wait_for_metric(url: str, name: str, minimum: float, **labels: str) -> str:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        text = httpx.get(f"{url}/metrics").text
-        if metric_value(text, name, **labels) >= minimum:
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{name} never reached {minimum}")
-
-
 def test_shadow_comparison_of_two_real_classifiers(shadow_gateway: ShadowGateway) -> None:
     url = shadow_gateway.running.url
     images = np.random.default_rng(8).integers(0, 17, size=(150, 64)).tolist()
@@ -81,7 +77,7 @@ def test_shadow_comparison_of_two_real_classifiers(shadow_gateway: ShadowGateway
             assert response.status_code == 200
             assert response.headers["x-model-version"] == "1"  # the shadow never answers
     labels = {"model": "digits", "primary": "1", "shadow": "2"}
-    text = _wait_for_metric(url, "gateway_shadow_requests_total", 150, **labels)
+    text = wait_for_metric(url, "gateway_shadow_requests_total", 150, **labels)
     assert metric_value(text, "gateway_shadow_errors_total", **labels) == 0
     disagreements = metric_value(text, "gateway_shadow_disagreements_total", **labels)
     assert 0 < disagreements < 150  # two decent classifiers: mostly, not always, agreeing
@@ -153,7 +149,7 @@ def test_the_caller_has_its_answer_before_its_shadow_runs(
             assert metric_value(client.get("/metrics").text, shadows, **labels) == before
         finally:
             gate.set()  # whatever happened: no shadow is left waiting
-    _wait_for_metric(url, shadows, before + 5, **labels)
+    wait_for_metric(url, shadows, before + 5, **labels)
     server_side = [e for e in events if not e.startswith("answer")]
     assert server_side.count("shadow started") == 5 == server_side.count("shadow finished")
     started = [i for i, e in enumerate(server_side) if e == "shadow started"]
@@ -175,5 +171,5 @@ def test_a_failing_shadow_never_changes_the_callers_status(
         assert routed.status_code == 200
         _answers(client, 40)  # every answer is a 200 with the primary's result
     labels = {"model": "pair", "primary": "1", "shadow": "3"}
-    text = _wait_for_metric(url, "gateway_shadow_errors_total", 40, **labels)
+    text = wait_for_metric(url, "gateway_shadow_errors_total", 40, **labels)
     assert metric_value(text, "gateway_shadow_requests_total", **labels) == 40
