@@ -96,7 +96,7 @@ def _start_server(
     --baseline), imported ahead of the installed one."""
     python = sys.executable
     if kind == "naive":
-        command = [python, str(HERE / "naive_server.py"), str(repository), "--port", str(port)]
+        command = [python, "-m", "loadtests.naive_server", str(repository), "--port", str(port)]
     elif kind == "floor":
         command = [python, "-m", "loadtests.floor_server", "--port", str(port)]
     else:

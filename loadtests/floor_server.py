@@ -1,9 +1,9 @@
 """The floor: what the gateway's HTTP stack costs before it does anything of its own.
 
-A bare ASGI app on the gateway's server stack (uvicorn, uvloop, httptools, same
-options as naive_server.py) that reads a v2 request's body, parses it with orjson and
-answers a fixed v2 JSON answer of the model's output size: no routing, no numpy, no
-batching, no inference, no metrics. A gateway request can cost no less than this;
+A bare ASGI app on the gateway's server stack (uvicorn, uvloop, httptools; ``serve``,
+which naive_server.py uses too) that reads a v2 request's body, parses it with orjson
+and answers a fixed v2 JSON answer of the model's output size: no routing, no numpy,
+no batching, no inference, no metrics. A gateway request can cost no less than this;
 ``benchmark.py`` reports the gateway's req/s as a share of it.
 
     python -m loadtests.floor_server --port 8100
@@ -89,20 +89,25 @@ class FloorApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8100)
-    args = parser.parse_args()
+def serve(app: Any, port: int) -> None:
+    """Serve ``app`` on 127.0.0.1 with the gateway's server stack and no access log: the
+    options every reference server of the benchmark runs under."""
     uvicorn.run(
-        FloorApp(),
+        app,
         host="127.0.0.1",
-        port=args.port,
+        port=port,
         loop="uvloop",
         http="httptools",
         access_log=False,
         log_level="warning",
         lifespan="off",
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8100)
+    serve(FloorApp(), parser.parse_args().port)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 What a team writes on its first day; the gateway must beat it. Same wire format as the
 gateway's v2 JSON (one FP32 input, one output), same uvicorn settings.
 
-    python loadtests/naive_server.py REPOSITORY --port 8100
+    python -m loadtests.naive_server REPOSITORY --port 8100
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from loadtests.floor_server import serve
 
 
 def build_app(repository: Path) -> Starlette:
@@ -70,15 +71,7 @@ def main() -> None:
     parser.add_argument("repository", type=Path)
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
-    uvicorn.run(
-        build_app(args.repository),
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    serve(build_app(args.repository), args.port)
 
 
 if __name__ == "__main__":
