@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import re
+import json
 import shutil
 import subprocess
 import sys
@@ -34,7 +34,7 @@ import httpx
 
 from gateway.repository import threads
 from loadtests.benchmark import _bodies, _free_port, _pinned, _start_server, _stop
-from loadtests.procstat import cpu_seconds
+from loadtests.procstat import cpu_seconds, metric_totals
 from loadtests.reference_models import write_repository
 
 # (step, what a frame "function (file:line)" contains): the first rule that matches the
@@ -107,32 +107,23 @@ def read_samples(path: Path) -> Counter[str]:
     return steps
 
 
+# the metrics a profile reads: batch sizes, queue waits, run times
+PROFILED = (
+    "gateway_batch_size",
+    "gateway_queue_duration_seconds",
+    "gateway_inference_duration_seconds",
+)
+
+
 @dataclass
 class Snapshot:
     cpu_s: float
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-_SAMPLE = re.compile(r"^(gateway_[a-z_]+)\{([^}]*)\} (\S+)$", re.MULTILINE)
-
-
-def metric_totals(text: str, model: str) -> dict[str, float]:
-    """The batch-size buckets and the queue and inference sums and counts of ``model``,
-    keyed ``name`` or ``name|le``, summed over versions."""
-    wanted: tuple[str, ...] = ("gateway_batch_size", "gateway_queue_duration_seconds")
-    wanted += ("gateway_inference_duration_seconds",)
-    totals: dict[str, float] = {}
-    for name, labels, value in _SAMPLE.findall(text):
-        if f'model="{model}"' not in labels or not name.startswith(wanted):
-            continue
-        bound = re.search(r'le="([^"]+)"', labels)
-        key = f"{name}|{bound.group(1)}" if bound else name
-        totals[key] = totals.get(key, 0.0) + float(value)
-    return totals
-
-
 def snapshot(url: str, pid: int, model: str) -> Snapshot:
-    return Snapshot(cpu_seconds(pid), metric_totals(httpx.get(f"{url}/metrics").text, model))
+    text = httpx.get(f"{url}/metrics").text
+    return Snapshot(cpu_seconds(pid), metric_totals(text, model, PROFILED))
 
 
 def batch_distribution(before: dict[str, float], after: dict[str, float]) -> str:
@@ -186,9 +177,9 @@ def profile_level(
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(raw, args.keep / f"{model}-{connections}c.txt")
-    summary = next(x for x in output.splitlines() if x.startswith("WRK_JSON "))
-    requests = int(re.search(r'"requests": (\d+)', summary).group(1))  # type: ignore[union-attr]
-    duration_us = int(re.search(r'"duration_us": (\d+)', summary).group(1))  # type: ignore[union-attr]
+    line = next(x for x in output.splitlines() if x.startswith("WRK_JSON "))
+    summary = json.loads(line.removeprefix("WRK_JSON "))
+    requests, duration_us = int(summary["requests"]), int(summary["duration_us"])
     cpu_us = (after.cpu_s - before.cpu_s) / max(requests, 1) * 1e6
     total = sum(samples.values()) or 1
     m = before.metrics, after.metrics

@@ -9,11 +9,11 @@ import pytest
 
 from loadtests.benchmark import Row
 from loadtests.limits import limits, row_cost_us
+from loadtests.procstat import metric_totals
 from loadtests.profile_request import (
     IDLE,
     OTHER,
     batch_distribution,
-    metric_totals,
     step_of,
 )
 
@@ -87,7 +87,9 @@ def test_batch_sizes_are_read_from_the_histograms_cumulative_buckets() -> None:
         lines.append('gateway_batch_size_count{model="wide",version="1"} 99')
         return "\n".join(lines) + "\n"
 
-    before, after = metric_totals(text(10, 0), "mlp"), metric_totals(text(20, 30), "mlp")
+    families = ("gateway_batch_size",)
+    before = metric_totals(text(10, 0), "mlp", families)
+    after = metric_totals(text(20, 30), "mlp", families)
     assert after["gateway_batch_size_count"] == 50
     assert batch_distribution(before, after) == "<= 1: 25%, 16-32: 75%"
     assert batch_distribution(after, after) == "no batches"
