@@ -31,6 +31,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import GatewayError, HeadersTooLarge, RequestTimeout
+from gateway.http.exchange import ConnectionExchange
+from gateway.http.inference import match_inference_path
 
 log = logging.getLogger("gateway.http")
 
@@ -114,7 +116,52 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             if size > self.max_header_bytes:
                 self._refuse(self._too_large(f"{size} bytes"))
                 raise _Refused  # stops the parser: the request never starts
-        HttpToolsProtocol.on_headers_complete(self)
+        if not self._start_inference():
+            HttpToolsProtocol.on_headers_complete(self)
+
+    def _start_inference(self) -> bool:
+        """Start a POST to an inference path as a ConnectionExchange (gateway.http.exchange),
+        not as an ASGI request; False for anything else, and for what only uvicorn's ASGI
+        path covers: a query string, escapes, Expect: 100-continue, an upgrade, or
+        settings this gateway does not use (root_path, limit_concurrency)."""
+        parser = self.parser
+        url = self.url
+        if (
+            parser.get_method() != b"POST"
+            or b"?" in url
+            or b"%" in url
+            or self.expect_100_continue
+            or self.root_path
+            or self.limit_concurrency is not None
+            or parser.should_upgrade()
+        ):
+            return False
+        try:
+            match = match_inference_path(url.decode("ascii"))
+        except UnicodeDecodeError:
+            return False
+        if match is None:
+            return False
+        endpoint, model, version = match
+        exchange = ConnectionExchange(
+            self.headers,
+            self.app_state,
+            model,
+            version,
+            self.transport,
+            self.flow,
+            self.server_state.default_headers,
+            self.on_response_complete,
+            parser.get_http_version() != "1.0" and parser.should_keep_alive(),
+        )
+        existing = self.cycle
+        self.cycle = exchange  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(exchange, endpoint)  # type: ignore[arg-type]
+        else:  # pipelined behind a request still being answered
+            self.flow.pause_reading()
+            self.pipeline.appendleft((exchange, endpoint))  # type: ignore[arg-type]
+        return True
 
     def _too_large(self, got: str) -> HeadersTooLarge:
         return HeadersTooLarge(

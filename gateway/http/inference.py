@@ -28,7 +28,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import ClientGone, GatewayError, ModelNotReady
 from gateway.http.body import read_body
-from gateway.http.disconnect import CLIENT_CLOSED_REQUEST, disconnect_probe
+from gateway.http.disconnect import CLIENT_CLOSED_REQUEST
+from gateway.http.exchange import AsgiExchange, Exchange
 from gateway.http.responses import error_parts, internal_error_body
 from gateway.protocol import v1, v2
 from gateway.service import InferenceCall, InferenceService
@@ -81,7 +82,8 @@ async def _run_v1(
 
 
 class InferenceEndpoint:
-    """An ASGI app for one protocol's inference path (path params from the router)."""
+    """One protocol's inference path: an ASGI app (path params from the router) and the
+    handler a ConnectionExchange runs."""
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
@@ -89,30 +91,27 @@ class InferenceEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope["path_params"]
-        await self.handle(scope, receive, send, params["model"], params.get("version"))
+        exchange = AsgiExchange(scope, receive, send)
+        await self.handle(exchange, params["model"], params.get("version"))
 
-    async def handle(
-        self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None
-    ) -> None:
-        state = scope["state"]
+    async def handle(self, exchange: Exchange, model: str, version: str | None) -> None:
+        state = exchange.state
         service: InferenceService = state["service"]
-        headers = {k: v for k, v in scope["headers"] if k in _WANTED}
+        headers = {k: v for k, v in exchange.headers if k in _WANTED}
         request_id = headers.get(b"x-request-id", b"")[:MAX_REQUEST_ID] or new_request_id()
         call = service.call(self.protocol, model, version, request_id)
         response_headers = [(b"x-request-id", request_id)]
         try:
-            call.admit(scope["headers"])
+            call.admit(exchange.headers)
             body = await read_body(
-                receive,
+                exchange.receive,
                 state["max_body_bytes"],
                 headers.get(b"content-length"),
                 headers.get(b"content-encoding"),
                 state["read_timeout"],
             )
             call.arrived()
-            payload, media_type, extra = await self._run(
-                call, body, headers, disconnect_probe(receive)
-            )
+            payload, media_type, extra = await self._run(call, body, headers, exchange.gone)
             status = 200
             response_headers += extra
         except ClientGone:
@@ -146,10 +145,7 @@ class InferenceEndpoint:
         response_headers.append((b"content-type", media_type))
         response_headers.append((b"content-length", str(len(payload)).encode()))
         try:
-            await send(
-                {"type": "http.response.start", "status": status, "headers": response_headers}
-            )
-            await send({"type": "http.response.body", "body": payload})
+            await exchange.respond(status, response_headers, payload)
         finally:  # recorded (and its batcher ticket, if still out, released) whatever happens
             call.finish(status)
 
@@ -188,7 +184,7 @@ class InferenceRoutes:
             match = match_inference_path(scope["path"])
             if match is not None:
                 endpoint, model, version = match
-                await endpoint.handle(scope, receive, send, model, version)
+                await endpoint.handle(AsgiExchange(scope, receive, send), model, version)
                 return
         await self.app(scope, receive, send)
 

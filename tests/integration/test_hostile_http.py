@@ -22,6 +22,7 @@ import pytest
 from gateway.config import Settings
 from tests.conftest import EXAMPLES, RunningGateway, start_gateway, stop_gateway
 from tests.gateway_process import serving
+from tests.raw_http import connect, read_response
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +30,6 @@ DIGITS = orjson.dumps({"instances": [[0] * 64]})
 PREDICT = "/v1/models/digits:predict"
 QUICK_READ_TIMEOUT_S = 1.0
 ADMIN_TOKEN = "hostile-http"
-
-
-def _connect(port: int, timeout_s: float = 10.0) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
 
 
 def _head(path: str, length: int, extra: bytes = b"") -> bytes:
@@ -44,26 +41,6 @@ def _head(path: str, length: int, extra: bytes = b"") -> bytes:
         + extra
         + b"\r\n"
     )
-
-
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response (status, lower-cased headers, body); AssertionError if the
-    connection ends first. The socket's timeout bounds every read."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"the connection closed without a response (got {data!r})"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the connection closed in the middle of the response body"
-        body += chunk
-    return status, headers, body
 
 
 def _error(headers: dict[str, str], body: bytes) -> str:
@@ -102,7 +79,7 @@ def test_a_slow_body_does_not_delay_other_callers(gateway: RunningGateway) -> No
     """A request whose body is still arriving holds up no batch and no other caller of
     its model: while one sits half-sent, every request to the same model is answered
     promptly."""
-    with _connect(gateway.port) as slow:
+    with connect(gateway.port) as slow:
         slow.sendall(_head(PREDICT, 100_000) + b"{")
         with httpx.Client(base_url=gateway.url, timeout=30) as client:
             for _ in range(200):
@@ -119,9 +96,9 @@ def test_headers_over_the_limit_are_answered_431(gateway: RunningGateway) -> Non
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
         response = client.post(PREDICT, content=DIGITS, headers={"x-padding": "a" * 60_000})
         assert response.status_code == 200
-    with _connect(gateway.port) as sock:
+    with connect(gateway.port) as sock:
         sock.sendall(_head(PREDICT, len(DIGITS), b"x-padding: " + b"a" * 70_000 + b"\r\n"))
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
     assert status == 431
     assert "--max-header-bytes" in _error(headers, body)
     assert headers["connection"] == "close"
@@ -132,7 +109,7 @@ def test_endless_headers_are_cut_off_early(gateway: RunningGateway) -> None:
     not buffer it (a 100 MiB header used to be accepted, and held in memory)."""
     chunk = b"a" * 65536
     sent = 0
-    with _connect(gateway.port) as sock:
+    with connect(gateway.port) as sock:
         sock.sendall(b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nx-padding: ")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
             while sent < 64 * 1024 * 1024:
@@ -145,10 +122,10 @@ def test_endless_headers_are_cut_off_early(gateway: RunningGateway) -> None:
 def test_headers_not_finished_in_time_are_answered_408(quick: RunningGateway) -> None:
     """A client that does not finish its headers within --read-timeout is answered 408
     with a JSON error, and its connection closed."""
-    with _connect(quick.port) as sock:
+    with connect(quick.port) as sock:
         sock.sendall(f"POST {PREDICT} HTTP/1.1\r\nhost: 127.0.0.1\r\n".encode())
         started = time.monotonic()
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
         took = time.monotonic() - started
         assert status == 408
         assert "--read-timeout" in _error(headers, body)
@@ -159,10 +136,10 @@ def test_headers_not_finished_in_time_are_answered_408(quick: RunningGateway) ->
 def test_a_body_not_finished_in_time_is_answered_408(quick: RunningGateway) -> None:
     """A client that does not finish its body within --read-timeout is answered 408 with
     a JSON error saying how much arrived, and its connection closed."""
-    with _connect(quick.port) as sock:
+    with connect(quick.port) as sock:
         sock.sendall(_head(PREDICT, 100) + b'{"instances"')
         started = time.monotonic()
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
         took = time.monotonic() - started
         assert status == 408
         message = _error(headers, body)
@@ -175,10 +152,10 @@ def test_an_admin_body_not_finished_in_time_is_answered_408(quick: RunningGatewa
     """The admin endpoints keep the same read timeout: a routing change whose body stops
     halfway is answered 408 with a JSON error, and its connection closed."""
     auth = f"authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
-    with _connect(quick.port) as sock:
+    with connect(quick.port) as sock:
         head = _head("/admin/models/digits/routing", 100, auth).replace(b"POST", b"PUT", 1)
         sock.sendall(head + b'{"weights"')
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
         assert status == 408
         message = _error(headers, body)
         assert "--read-timeout" in message and "received 10 bytes" in message
@@ -189,16 +166,16 @@ def test_an_admin_body_not_finished_in_time_is_answered_408(quick: RunningGatewa
 def test_a_connection_that_sends_nothing_is_dropped(quick: RunningGateway) -> None:
     """A connection that sends no request line within --read-timeout is closed without
     an answer (there is nothing to answer)."""
-    with _connect(quick.port) as sock:
+    with connect(quick.port) as sock:
         assert 0.5 < _closed_within(sock, 8) < 8
 
 
 def test_idle_keep_alive_connections_close_after_5_s(quick: RunningGateway) -> None:
     """After its response, a keep-alive connection left idle is closed after about 5 s
     (not after --read-timeout, and not never)."""
-    with _connect(quick.port) as sock:
+    with connect(quick.port) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-        status, headers, _ = _read_response(sock)
+        status, headers, _ = read_response(sock)
         assert status == 200 and headers.get("connection") != "close"
         assert 3.0 < _closed_within(sock, 15) < 15
 
@@ -219,7 +196,7 @@ def test_a_body_that_outlives_its_version_is_answered(tmp_path: Path) -> None:
     )
     try:
         pinned_path = "/v1/models/digits/versions/1:predict"
-        with _connect(running.port) as unpinned, _connect(running.port) as pinned:
+        with connect(running.port) as unpinned, connect(running.port) as pinned:
             half = len(DIGITS) // 2
             unpinned.sendall(_head(PREDICT, len(DIGITS)) + DIGITS[:half])
             pinned.sendall(_head(pinned_path, len(DIGITS)) + DIGITS[:half])
@@ -235,11 +212,11 @@ def test_a_body_that_outlives_its_version_is_answered(tmp_path: Path) -> None:
             time.sleep(1.0)  # past the drain timeout: version 1 is released
             unpinned.sendall(DIGITS[half:])
             pinned.sendall(DIGITS[half:])
-            status, headers, body = _read_response(unpinned)
+            status, headers, body = read_response(unpinned)
             assert status == 200, body
             assert headers["x-model-version"] == "2"
             assert len(orjson.loads(body)["predictions"]) == 1
-            status, headers, body = _read_response(pinned)
+            status, headers, body = read_response(pinned)
             assert status in (404, 503)
             assert "version" in _error(headers, body)
     finally:
@@ -253,11 +230,11 @@ def test_sigterm_answers_a_request_whose_body_never_finishes(tmp_path: Path) -> 
     args = ["--model-repository", str(repository), "--drain-timeout", "1"]
     with serving(args, tmp_path / "gateway.log") as process:
         port = int(process.url.rsplit(":", 1)[1])
-        with _connect(port, timeout_s=20) as sock:
+        with connect(port, timeout_s=20) as sock:
             sock.sendall(_head(PREDICT, len(DIGITS)) + DIGITS[:10])
             time.sleep(0.3)
             process.process.send_signal(signal.SIGTERM)
-            status, headers, body = _read_response(sock)
+            status, headers, body = read_response(sock)
         assert status == 503
         assert "shutting down" in _error(headers, body)
         assert process.process.wait(timeout=30) == 0
