@@ -4,6 +4,7 @@ stop halfway through a request, pipeline requests, speak HTTP/1.0."""
 from __future__ import annotations
 
 import socket
+import time
 
 
 def connect(port: int, timeout_s: float = 10.0) -> socket.socket:
@@ -41,3 +42,14 @@ class ResponseReader:
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """One response on ``sock``; AssertionError if the connection ends first."""
     return ResponseReader(sock).response()
+
+
+def closed_within(sock: socket.socket, limit_s: float) -> float:
+    """Seconds until the server closes ``sock`` (reading nothing), at most ``limit_s``."""
+    started = time.monotonic()
+    sock.settimeout(limit_s)
+    try:
+        assert sock.recv(1024) == b"", "the server sent something instead of closing"
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - started

@@ -23,8 +23,7 @@ async def read_body(
     """The body from ASGI ``receive``; ``declared`` and ``encoding`` are the raw
     Content-Length and Content-Encoding header values, if any. A body still arriving
     after ``timeout_s`` is RequestTimeout (408); a caller that hangs up, ClientGone."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, f"Content-Length is {declared.decode()}")
+    _check_declared(declared, limit)
     if timeout_s is None or _arrived(receive):
         body = await _receive(receive, limit, [0])  # no timer: nothing left to wait for
     else:
@@ -38,6 +37,24 @@ async def read_body(
                 f"expected the request body within {timeout_s:g} s (--read-timeout); "
                 f"received {received[0]}{of} bytes"
             ) from None
+    return _decoded(body, encoding, limit)
+
+
+def arrived_body(body: bytes, limit: int, declared: bytes | None, encoding: bytes | None) -> bytes:
+    """A body that had arrived whole before the request started (nothing to wait for),
+    held to the same limit and decoded as ``read_body`` does."""
+    _check_declared(declared, limit)
+    if len(body) > limit:
+        raise _too_large(limit, "the body is larger")
+    return _decoded(body, encoding, limit)
+
+
+def _check_declared(declared: bytes | None, limit: int) -> None:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, f"Content-Length is {declared.decode()}")
+
+
+def _decoded(body: bytes, encoding: bytes | None, limit: int) -> bytes:
     if encoding is None:
         return body
     name = encoding.decode("latin-1").strip().lower()

@@ -7,15 +7,19 @@ them forever. ``LimitedHttpProtocol`` adds, per connection:
 - headers not complete ``read_timeout`` after their first byte: 408; a connection
   that sends nothing at all for ``read_timeout`` after it opened: closed, unanswered.
 
-Both answers are JSON ``{"error": ...}`` with ``connection: close``. Idle keep-alive
-connections stay uvicorn's (``timeout_keep_alive``); a body that does not arrive in
-time is the inference path's (``gateway.http.body``).
+Both answers are JSON ``{"error": ...}`` with ``connection: close``. An idle keep-alive
+connection closes ``timeout_keep_alive`` after its last answer, as in uvicorn; a body
+that does not arrive in time is the inference path's (``gateway.http.body``).
 
-The hot path pays a few attribute writes and one ``loop.time()`` per request; the
-timer is one per connection, re-armed only when it fires (once per ``read_timeout``).
+The hot path pays a few attribute writes and two ``loop.time()`` per request: one
+timer per connection covers all three timeouts, re-armed only when it fires (at least
+every ``timeout_keep_alive``). uvicorn arms and cancels a keep-alive timer per request.
 Bytes are counted per chunk the transport delivers, so a single huge header is
 refused before it is ever whole; the chunk in which a request starts counts in full
 (at most one socket read more than the request's own headers).
+
+POSTs to the inference paths skip ASGI (``_start_inference``, gateway.http.exchange),
+so the ASGI scope is built only for the requests that take uvicorn's ASGI path.
 """
 
 from __future__ import annotations
@@ -66,12 +70,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._chunk_bytes = 0  # the size of the chunk being parsed
         self._since = 0.0  # loop time the connection opened, or the current request began
+        self._idle_since = 0.0  # loop time of the last answer
         self._read_timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when the timer fires
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._since = self.loop.time()
-        self._read_timer = self.loop.call_later(self.read_timeout, self._check_reading)
+        self._arm(self.read_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._read_timer is not None:
@@ -102,7 +108,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._refuse(self._too_large(f"more than {self._header_bytes - 1} bytes"))
 
     def on_message_begin(self) -> None:
-        HttpToolsProtocol.on_message_begin(self)  # (cheaper than super() per request)
+        # uvicorn's, less the ASGI scope (``_asgi_scope``: only for the ASGI path)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._in_headers = True
         self._header_bytes = 0  # bytes of earlier chunks since the request began
         self._since = self.loop.time()
@@ -117,7 +126,36 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._refuse(self._too_large(f"{size} bytes"))
                 raise _Refused  # stops the parser: the request never starts
         if not self._start_inference():
+            self.scope = self._asgi_scope()
             HttpToolsProtocol.on_headers_complete(self)
+
+    def _asgi_scope(self) -> Any:
+        """The scope uvicorn's ``on_message_begin`` builds for every request."""
+        return {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, except that the keep-alive timeout is the connection timer's
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:  # start the next pipelined request
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = now = self.loop.time()
+        if self._timer_at > now + self.timeout_keep_alive:  # armed for a longer timeout
+            self._arm(self.timeout_keep_alive)
 
     def _start_inference(self) -> bool:
         """Start a POST to an inference path as a ConnectionExchange (gateway.http.exchange),
@@ -169,14 +207,25 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             f"(--max-header-bytes); got {got}"
         )
 
+    def _arm(self, delay: float) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+        self._timer_at = self.loop.time() + delay
+        self._read_timer = self.loop.call_later(delay, self._check_reading)
+
     def _check_reading(self) -> None:
-        """The per-connection timer: refuse headers (or silence) that took too long."""
+        """The per-connection timer: refuse headers (or silence) that took too long, and
+        close a keep-alive connection idle for ``timeout_keep_alive``."""
         self._read_timer = None
         if self.transport.is_closing():
             return
-        delay = self.read_timeout
-        if self._in_headers or self.cycle is None:  # reading headers, or nothing sent yet
-            delay = self._since + self.read_timeout - self.loop.time()
+        cycle = self.cycle
+        now = self.loop.time()
+        # while a request runs: look again within the keep-alive timeout, so that an idle
+        # spell after its answer is noticed in time
+        delay = min(self.read_timeout, self.timeout_keep_alive)
+        if self._in_headers or cycle is None:  # reading headers, or nothing sent yet
+            delay = self._since + self.read_timeout - now
             if delay <= _SLACK_S:
                 if self._in_headers:
                     self._refuse(
@@ -188,7 +237,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 else:  # no request line: nobody to answer
                     self.transport.close()
                 return
-        self._read_timer = self.loop.call_later(delay, self._check_reading)
+        elif cycle.response_complete and not self.pipeline:  # idle between requests
+            delay = self._idle_since + self.timeout_keep_alive - now
+            if delay <= _SLACK_S:
+                self.transport.close()
+                return
+        self._arm(delay)
 
     def _refuse(self, error: GatewayError) -> None:
         """Answer ``error`` in place of the request being read, and close."""

@@ -51,6 +51,9 @@ class Exchange(Protocol):
     def receive(self) -> Receive:
         """ASGI's receive: the body, chunk by chunk."""
 
+    def arrived_body(self) -> bytes | None:
+        """The whole body, if it is here already; None: read it with ``receive``."""
+
     async def respond(self, status: int, headers: RawHeaders, body: bytes) -> None:
         """The whole answer; ``headers`` include content-type and content-length."""
 
@@ -66,6 +69,9 @@ class AsgiExchange:
         self.receive = receive
         self.gone = disconnect_probe(receive)
         self._send = send
+
+    def arrived_body(self) -> bytes | None:
+        return None
 
     async def respond(self, status: int, headers: RawHeaders, body: bytes) -> None:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
@@ -139,6 +145,15 @@ class ConnectionExchange:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def arrived_body(self) -> bytes | None:
+        """The body, when the parser has read the whole request (as with most requests,
+        whose headers and body come in one segment)."""
+        if self.more_body or self.disconnected:
+            return None
+        body, self.body = self.body, bytearray()
+        self._signalled = False
+        return bytes(body)
 
     async def receive(self) -> Message:
         """ASGI's receive: the body received so far, once there is any news."""

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import ClientGone, GatewayError, ModelNotReady
-from gateway.http.body import read_body
+from gateway.http.body import arrived_body, read_body
 from gateway.http.disconnect import CLIENT_CLOSED_REQUEST
 from gateway.http.exchange import AsgiExchange, Exchange
 from gateway.http.responses import error_parts, internal_error_body
@@ -103,13 +103,15 @@ class InferenceEndpoint:
         response_headers = [(b"x-request-id", request_id)]
         try:
             call.admit(exchange.headers)
-            body = await read_body(
-                exchange.receive,
-                state["max_body_bytes"],
-                headers.get(b"content-length"),
-                headers.get(b"content-encoding"),
-                state["read_timeout"],
-            )
+            limit = state["max_body_bytes"]
+            declared, encoding = headers.get(b"content-length"), headers.get(b"content-encoding")
+            body = exchange.arrived_body()
+            if body is None:
+                body = await read_body(
+                    exchange.receive, limit, declared, encoding, state["read_timeout"]
+                )
+            else:
+                body = arrived_body(body, limit, declared, encoding)
             call.arrived()
             payload, media_type, extra = await self._run(call, body, headers, exchange.gone)
             status = 200

@@ -63,7 +63,8 @@ def _decode_document(doc: dict[str, Any], binary: memoryview | None) -> InferReq
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidRequest(f"'id' must be a string, got {type(request_id).__name__}")
-    parameters = _parameters(doc.get("parameters"), "request")
+    raw_parameters = doc.get("parameters")
+    parameters = _parameters(raw_parameters, "request") if raw_parameters is not None else None
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest(
@@ -85,13 +86,17 @@ def _decode_document(doc: dict[str, Any], binary: memoryview | None) -> InferReq
             f"binary data after the JSON header is {len(binary)} bytes, but the inputs' "
             f"binary_data_size values add up to {offset}"
         )
+    raw_outputs = doc.get("outputs")
+    outputs = None if raw_outputs is None else _decode_outputs(raw_outputs)
+    if not parameters:  # as most requests: positional, and no parameter lookups
+        return InferRequest(inputs, datatypes, request_id, outputs)
     return InferRequest(
-        inputs=inputs,
-        datatypes=datatypes,
-        id=request_id,
-        outputs=_decode_outputs(doc.get("outputs")),
-        binary_output=_flag(parameters, "binary_data_output", "request"),
-        timeout_ms=_timeout(parameters),
+        inputs,
+        datatypes,
+        request_id,
+        outputs,
+        _flag(parameters, "binary_data_output", "request"),
+        _timeout(parameters),
     )
 
 
@@ -110,8 +115,9 @@ def _decode_input(
         )
     shape = parse_shape(name, raw.get("shape"))
     raw_parameters = raw.get("parameters")
-    parameters = _parameters(raw_parameters, f"input '{name}'") if raw_parameters else {}
-    size = parameters.get("binary_data_size")
+    size = None
+    if raw_parameters:
+        size = _parameters(raw_parameters, f"input '{name}'").get("binary_data_size")
     if size is None:
         if "data" not in raw:
             raise InvalidRequest(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -132,7 +133,7 @@ class ModelVersion:
     def expect(self) -> Ticket:
         return self.batcher.expect()
 
-    async def run(
+    def run(
         self,
         inputs: Mapping[str, np.ndarray],
         output_names: Sequence[str],
@@ -140,9 +141,11 @@ class ModelVersion:
         ticket: Ticket | None = None,
         gone: Callable[[], bool] | None = None,
         pending: PendingInputs | None = None,
-    ) -> list[np.ndarray]:
+    ) -> Coroutine[Any, Any, list[np.ndarray]]:
+        """The request's output rows, once its batch has run (the batcher's own awaitable:
+        no coroutine of its own in between, on the path every request takes)."""
         timeout_s = timeout_ms / 1000 if timeout_ms else None
-        return await self.batcher.submit(inputs, output_names, timeout_s, ticket, gone, pending)
+        return self.batcher.submit(inputs, output_names, timeout_s, ticket, gone, pending)
 
     def _run_batch(
         self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 import orjson
@@ -29,9 +29,9 @@ class ShadowTarget(Protocol):
 
     label: str
 
-    async def run(
+    def run(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
-    ) -> list[np.ndarray]: ...
+    ) -> Coroutine[Any, Any, list[np.ndarray]]: ...
 
 
 class ShadowObserver(Protocol):

@@ -203,23 +203,25 @@ class InferenceCall:
         input, features looked up by entity id (rows still on their way wait in their
         batch), the inputs checked, the requested outputs picked. ``gone``: whether the
         caller left."""
-        target = self._by_input(request.inputs)
+        inputs = request.inputs
+        target = self.target if self.key_input is None else self._by_input(inputs)
+        assert target is not None, "infer() before admit()"
         pending = None
         features = self.features
-        if features is not None and features.entity_input in request.inputs:
-            self.entity_ids = request.inputs[features.entity_input]
-            pending = features.start_fill(request.inputs, request.datatypes, self)
+        if features is not None and features.entity_input in inputs:
+            self.entity_ids = inputs[features.entity_input]
+            pending = features.start_fill(inputs, request.datatypes, self)
         signature = target.signature
-        check_inputs(signature, request.inputs, request.datatypes)
-        check_batch(target, request.inputs)
+        check_inputs(signature, inputs, request.datatypes)
+        if len(inputs) > 1:
+            check_batch(target, inputs)
         names, binary = select_outputs(signature, request.outputs, request.binary_output)
-        arrays = await target.run(
-            request.inputs, names, request.timeout_ms, self.ticket, gone, pending
-        )
+        arrays = await target.run(inputs, names, request.timeout_ms, self.ticket, gone, pending)
         outputs = list(zip(names, arrays, strict=True))
-        self._plan_shadow(target, request.inputs, outputs)
+        if self.shadow is not None:
+            self._plan_shadow(target, inputs, outputs)
         # the inputs as run: the features are in place of the entity ids by now
-        self.ran_inputs, self.ran_outputs = request.inputs, outputs
+        self.ran_inputs, self.ran_outputs = inputs, outputs
         return InferResult(target, outputs, binary)
 
     async def predict(

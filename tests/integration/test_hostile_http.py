@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from gateway.config import Settings
 from tests.conftest import EXAMPLES, RunningGateway, start_gateway, stop_gateway
 from tests.gateway_process import serving
-from tests.raw_http import connect, read_response
+from tests.raw_http import closed_within, connect, read_response
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +47,6 @@ def _error(headers: dict[str, str], body: bytes) -> str:
     message = orjson.loads(body)["error"]
     assert isinstance(message, str)
     return message
-
-
-def _closed_within(sock: socket.socket, limit_s: float) -> float:
-    """Seconds until the server closes ``sock`` (reading nothing), at most ``limit_s``."""
-    started = time.monotonic()
-    sock.settimeout(limit_s)
-    try:
-        assert sock.recv(1024) == b"", "the server sent something instead of closing"
-    except ConnectionResetError:
-        pass
-    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +118,7 @@ def test_headers_not_finished_in_time_are_answered_408(quick: RunningGateway) ->
         assert status == 408
         assert "--read-timeout" in _error(headers, body)
         assert 0.5 < took < 8
-        assert _closed_within(sock, 5) < 5
+        assert closed_within(sock, 5) < 5
 
 
 def test_a_body_not_finished_in_time_is_answered_408(quick: RunningGateway) -> None:
@@ -145,7 +133,7 @@ def test_a_body_not_finished_in_time_is_answered_408(quick: RunningGateway) -> N
         message = _error(headers, body)
         assert "--read-timeout" in message and "received 12 of 100 bytes" in message
         assert 0.5 < took < 8
-        assert _closed_within(sock, 5) < 5
+        assert closed_within(sock, 5) < 5
 
 
 def test_an_admin_body_not_finished_in_time_is_answered_408(quick: RunningGateway) -> None:
@@ -160,14 +148,14 @@ def test_an_admin_body_not_finished_in_time_is_answered_408(quick: RunningGatewa
         message = _error(headers, body)
         assert "--read-timeout" in message and "received 10 bytes" in message
         assert headers["connection"] == "close"
-        assert _closed_within(sock, 5) < 5
+        assert closed_within(sock, 5) < 5
 
 
 def test_a_connection_that_sends_nothing_is_dropped(quick: RunningGateway) -> None:
     """A connection that sends no request line within --read-timeout is closed without
     an answer (there is nothing to answer)."""
     with connect(quick.port) as sock:
-        assert 0.5 < _closed_within(sock, 8) < 8
+        assert 0.5 < closed_within(sock, 8) < 8
 
 
 def test_idle_keep_alive_connections_close_after_5_s(quick: RunningGateway) -> None:
@@ -177,7 +165,7 @@ def test_idle_keep_alive_connections_close_after_5_s(quick: RunningGateway) -> N
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
         status, headers, _ = read_response(sock)
         assert status == 200 and headers.get("connection") != "close"
-        assert 3.0 < _closed_within(sock, 15) < 15
+        assert 3.0 < closed_within(sock, 15) < 15
 
 
 def _single_version_repository(root: Path) -> Path:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import RunningGateway
-from tests.raw_http import ResponseReader, connect
+from tests.raw_http import ResponseReader, closed_within, connect
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +176,17 @@ def test_a_caller_that_leaves_mid_body_costs_nothing_to_the_next(
             sock.sendall(request[: len(request) // 2])
     response = httpx.post(gateway.url + PATH, content=BODY, timeout=30)
     assert response.status_code == 200 and response.json()["outputs"] == expected["outputs"]
+
+
+def test_a_connection_idle_after_its_answers_closes_after_the_keep_alive_5_s(
+    gateway: RunningGateway,
+) -> None:
+    """The keep-alive timeout (5 s), not --read-timeout (30 s here), closes a connection
+    left idle after answers from the inference path."""
+    with connect(gateway.port) as sock:
+        reader = ResponseReader(sock)
+        for _ in range(3):
+            sock.sendall(_request(PATH, BODY))
+            assert reader.response()[0] == 200
+        took = closed_within(sock, 25)
+    assert 4.0 < took < 9.0
