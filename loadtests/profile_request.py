@@ -53,7 +53,10 @@ STEPS: list[tuple[str, tuple[str, ...]]] = [
         + ("prometheus_client", "finish (", "gateway/payload/", "gateway/monitoring/", "logging/"),
     ),
     ("queue and hand-off", ("gateway/batching/", "repository/threads.py", "repository/version.py")),
-    ("HTTP server", ("uvicorn/", "httptools", "http/connection.py", "http/body.py")),
+    (
+        "HTTP server",
+        ("uvicorn/", "httptools", "http/connection.py", "http/body.py", "http/exchange.py"),
+    ),
     ("request path glue", ("gateway/",)),
 ]
 OTHER = "event loop and I/O (C)"

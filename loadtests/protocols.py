@@ -1,16 +1,19 @@
-"""REST JSON, REST binary and gRPC side by side: one gateway serving HTTP and gRPC, the
-same model and row driven through each transport in turn.
+"""REST JSON, REST binary, v1 and gRPC side by side, with the floor of each: one gateway
+serving HTTP and gRPC, the same model and row driven through each transport in turn.
 
     make bench-protocols                 # or: .venv/bin/python -m loadtests.protocols [options]
 
 The gateway is pinned to ``--server-cpu``; the load generators to ``--client-cpu``:
-wrk for both REST bodies (v2 JSON, and Triton's binary extension with binary outputs
-asked for), ``grpc_load.py`` (grpcio's asyncio client, pre-serialized request, reply
-not parsed) for ModelInfer with ``raw_input_contents``. ``grpc-floor`` is the same gRPC
-load against ``grpc_floor.py``: grpcio's server alone, answering a fixed reply of the
-model's output size, on the same core: what gRPC costs before the gateway does
-anything. Each round drives every transport once for ``--duration`` seconds, the order
-rotating from round to round, so a noisy minute on a shared machine is spread over all.
+wrk for the REST bodies (v2 JSON; Triton's binary extension with binary outputs
+asked for; v1 ``:predict`` with ``instances``), ``grpc_load.py`` (grpcio's asyncio
+client, pre-serialized request, reply not parsed) for ModelInfer with
+``raw_input_contents``. ``rest-floor`` is the v2 JSON load against ``floor_server.py``
+(the floor of ``make bench``: a bare ASGI app on uvicorn that parses the body and
+answers a fixed body). ``grpc-floor`` is the same gRPC load against ``grpc_floor.py``:
+grpcio's server alone, answering a fixed reply of the model's output size, on the same
+core: what gRPC costs before the gateway does anything. Each round drives every
+transport once for ``--duration`` seconds, the order rotating from round to round, so
+a noisy minute on a shared machine is spread over all.
 
 Per model and connection count it prints, for each transport, the median req/s, its
 median per-round ratio to REST JSON, p50 and p99, and CPU time per request of the
@@ -52,7 +55,7 @@ from loadtests.compare import add_round_options
 from loadtests.procstat import cpu_seconds
 from loadtests.reference_models import SHAPES, input_width, write_repository
 
-PROTOCOLS = ("rest-json", "rest-binary", "grpc", "grpc-floor")
+PROTOCOLS = ("rest-json", "rest-binary", "rest-v1", "rest-floor", "grpc", "grpc-floor")
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Requests:
     binary: Path
     binary_header_length: int
     grpc: Path
+    v1: Path
 
 
 @dataclass
@@ -78,7 +82,7 @@ class Samples:
 
 def write_requests(directory: Path, models: list[str]) -> dict[str, Requests]:
     """The same row as ``benchmark._bodies`` (same seed), as a v2 JSON body, a binary
-    body and a serialized ModelInferRequest."""
+    body, a serialized ModelInferRequest and a v1 body."""
     from gateway.rpc.messages import ModelInferRequest
 
     json_bodies = _bodies(directory, models)
@@ -108,7 +112,9 @@ def write_requests(directory: Path, models: list[str]) -> dict[str, Requests]:
         message.raw_input_contents.append(row.tobytes())
         grpc_request = directory / f"{model}.grpc"
         grpc_request.write_bytes(message.SerializeToString())
-        requests[model] = Requests(json_bodies[model], binary, len(header), grpc_request)
+        v1 = directory / f"{model}.v1.json"
+        v1.write_bytes(orjson.dumps({"instances": [row.tolist()]}))
+        requests[model] = Requests(json_bodies[model], binary, len(header), grpc_request, v1)
     return requests
 
 
@@ -152,12 +158,16 @@ Driver = tuple[Callable[[int, float], dict[str, int]], int]
 def drivers(
     args: argparse.Namespace,
     servers: tuple[subprocess.Popen[bytes], int, int],
-    floor: tuple[subprocess.Popen[bytes], int],
+    floors: tuple[tuple[subprocess.Popen[bytes], int], tuple[subprocess.Popen[bytes], int]],
     model: str,
     request: Requests,
 ) -> dict[str, Driver]:
+    """``floors``: the HTTP floor (floor_server.py) and this model's gRPC floor."""
     gateway, port, grpc_port = servers
+    (http_floor, http_floor_port), floor = floors
     url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+    v1_url = f"http://127.0.0.1:{port}/v1/models/{model}:predict"
+    floor_url = f"http://127.0.0.1:{http_floor_port}/v2/models/{model}/infer"
     binary = ["--binary", str(request.binary), str(request.binary_header_length)]
 
     def grpc_at(target: str) -> Callable[[int, float], dict[str, int]]:
@@ -168,6 +178,11 @@ def drivers(
     return {
         "rest-json": (lambda c, s: _wrk(url, request.json, c, s, args.client_cpu), gateway.pid),
         "rest-binary": (lambda c, s: _wrk(url, binary, c, s, args.client_cpu), gateway.pid),
+        "rest-v1": (lambda c, s: _wrk(v1_url, request.v1, c, s, args.client_cpu), gateway.pid),
+        "rest-floor": (
+            lambda c, s: _wrk(floor_url, request.json, c, s, args.client_cpu),
+            http_floor.pid,
+        ),
         "grpc": (grpc_at(f"127.0.0.1:{grpc_port}"), gateway.pid),
         "grpc-floor": (grpc_at(f"127.0.0.1:{floor[1]}"), floor[0].pid),
     }
@@ -235,6 +250,8 @@ def main() -> None:
             "gateway", repository, port, args.server_cpu, ["--grpc-port", str(grpc_port)]
         )
         floors: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        http_floor_port = _free_port()
+        http_floor = _start_server("floor", repository, http_floor_port, args.server_cpu)
         try:
             for model in args.models:
                 floor_port = _free_port()
@@ -252,12 +269,17 @@ def main() -> None:
             print(f"{'':<43}(to REST JSON){'':<16}(CPU us a request)")
             for model in args.models:
                 run = drivers(
-                    args, (server, port, grpc_port), floors[model], model, requests[model]
+                    args,
+                    (server, port, grpc_port),
+                    ((http_floor, http_floor_port), floors[model]),
+                    model,
+                    requests[model],
                 )
                 for connections in args.connections:
                     print_rows(model, connections, measure(args, run, connections))
         finally:
             _stop(server)
+            _stop(http_floor)
             for floor, _ in floors.values():
                 _stop(floor)
 

@@ -47,7 +47,7 @@ def _answered_over_grpc(url: str) -> float:
     return metric_value(text, "gateway_requests_total", model="mlp", protocol="grpc", code="200")
 
 
-def test_the_three_transports_carry_the_same_row(tmp_path: Path) -> None:
+def test_the_four_transports_carry_the_same_row(tmp_path: Path) -> None:
     requests = write_requests(tmp_path, ["mlp"])["mlp"]
     as_json = json.loads(requests.json.read_bytes())["inputs"][0]
     row = np.array(as_json["data"], dtype=np.float32)
@@ -59,6 +59,8 @@ def test_the_three_transports_carry_the_same_row(tmp_path: Path) -> None:
     message = ModelInferRequest.FromString(requests.grpc.read_bytes())
     assert message.model_name == "mlp" and list(message.inputs[0].shape) == [1, 64]
     assert np.array_equal(np.frombuffer(message.raw_input_contents[0], "<f4"), row)
+    instances = json.loads(requests.v1.read_bytes())["instances"]
+    assert np.array_equal(np.array(instances, dtype=np.float32), row[None, :])
 
 
 def test_grpc_load_drives_the_gateway_and_counts_its_answers(

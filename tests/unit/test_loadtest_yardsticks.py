@@ -59,6 +59,7 @@ def test_the_limit_adds_the_floor_cpu_to_one_row_at_the_gateways_batch_size() ->
             ["RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:522)"],
             "HTTP server",
         ),
+        (["ConnectionExchange.respond (gateway/http/exchange.py:174)"], "HTTP server"),
         (["InferenceEndpoint.handle (gateway/http/inference.py:113)"], "request path glue"),
         ([], OTHER),  # nothing below the event loop: uvloop's C code
     ],
