@@ -3,8 +3,9 @@
 A bare ASGI app on the gateway's server stack (uvicorn, uvloop, httptools; ``serve``,
 which naive_server.py uses too) that reads a v2 request's body, parses it with orjson
 and answers a fixed v2 JSON answer of the model's output size: no routing, no numpy,
-no batching, no inference, no metrics. A gateway request can cost no less than this;
-``benchmark.py`` reports the gateway's req/s as a share of it.
+no batching, no inference, no metrics: uvicorn's ASGI path and nothing else.
+``benchmark.py`` reports the gateway's req/s as a share of it (the gateway's inference
+paths skip ASGI, gateway/http/exchange.py, so its HTTP part costs less than this).
 
     python -m loadtests.floor_server --port 8100
 """

@@ -64,10 +64,10 @@ async def _run_v2(
     extra = []
     defaults = call.feature_defaults
     if defaults is not None:  # entity ids were looked up
-        extra.append((_FEATURE_DEFAULTS, str(defaults).encode()))
+        extra.append((_FEATURE_DEFAULTS, b"%d" % defaults))
     if header_length is None:
         return payload, _JSON, extra
-    extra.append((_HEADER_LENGTH, str(header_length).encode()))
+    extra.append((_HEADER_LENGTH, b"%d" % header_length))
     return payload, _OCTET_STREAM, extra
 
 
@@ -145,7 +145,7 @@ class InferenceEndpoint:
         if target is not None:
             response_headers.append((b"x-model-version", target.label_bytes))
         response_headers.append((b"content-type", media_type))
-        response_headers.append((b"content-length", str(len(payload)).encode()))
+        response_headers.append((b"content-length", b"%d" % len(payload)))
         try:
             await exchange.respond(status, response_headers, payload)
         finally:  # recorded (and its batcher ticket, if still out, released) whatever happens
