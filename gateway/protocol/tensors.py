@@ -103,6 +103,10 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any)
         return _bytes_tensor(name, datatype, shape, _flatten_bytes(name, data))
 
     target = NUMPY_DTYPES[datatype]
+    if target.kind == "f" and type(data) is list and len(data) == count and count:
+        flat = _flat_floats(data, target)
+        if flat is not None:
+            return flat.reshape(shape)
     raw = _parse_numbers(name, datatype, data)
     if raw.size != count:
         raise _count_error(name, shape, count, raw.size)
@@ -110,6 +114,21 @@ def array_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any)
         _check_empty_shape(name, datatype, shape)
         return np.zeros(shape, dtype=target)
     return cast_numeric(name, datatype, raw).reshape(shape)
+
+
+def _flat_floats(data: list[Any], target: np.dtype) -> np.ndarray | None:
+    """A flat list of JSON numbers as a float array, straight in ``target`` (the common
+    request: numpy's own conversion first finds the list's shape and type, then casts);
+    None for anything else, which the general path then takes and explains.
+
+    ``sum`` refuses, in C and without building anything, every element that is not a
+    number: strings (numeric ones included, which numpy would parse), null, lists and
+    objects. A value too large for any float is refused too (OverflowError)."""
+    try:
+        sum(data)
+        return np.fromiter(data, target, len(data))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def quiet_float_casts() -> None:

@@ -129,3 +129,49 @@ def test_binary_bytes_count_mismatch() -> None:
 def test_empty_tensor() -> None:
     array = array_from_json("x", "FP32", (0, 3), [])
     assert array.shape == (0, 3) and array.dtype == np.float32
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        [0.1, -2.5, 3e38, 1e-45],
+        [1, 2, 3, -4],  # integers into a float tensor
+        [True, False, 2.5, 1],  # JSON booleans count as 1 and 0, as numpy reads them
+        [2**63, -(2**63), 2**64 + 1, 0.5],  # beyond int64: as floats
+        [1e308, -1e308, 1.7976931348623157e308, 0.0],  # beyond FP32 or FP16: +-inf
+    ],
+)
+def test_flat_float_data_converts_as_numpy_does(datatype: str, data: list[object]) -> None:
+    """The flat-list fast path gives what numpy's general conversion gives (overflow to
+    +-inf is quiet in the server: quiet_float_casts)."""
+    with np.errstate(over="ignore"):
+        got = array_from_json("x", datatype, (1, 4), data)
+        expected = np.asarray(data, dtype=np.float64).astype(NUMPY_DTYPES[datatype])
+    expected = expected.reshape(1, 4)
+    assert got.dtype == NUMPY_DTYPES[datatype] and got.shape == (1, 4)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (["1.5", 2.0, 3.0], "expected FP32 values, got strings"),
+        ([1.0, None, 3.0], "expected FP32 values, got mixed or non-numeric values"),
+        ([1.0, [2.0], 3.0], "flat or evenly nested list"),
+        ([1.0, {"a": 1}, 3.0], "expected FP32 values, got mixed or non-numeric values"),
+        ([1.0, 2**1100, 3.0], "FP32"),
+    ],
+)
+def test_flat_float_data_with_anything_but_numbers_is_refused(
+    data: list[object], message: str
+) -> None:
+    """Numeric strings, which numpy would parse, are refused like any other string."""
+    with pytest.raises(InvalidRequest) as caught:
+        array_from_json("x", "FP32", (1, 3), data)
+    assert message in caught.value.message
+
+
+def test_flat_float_data_keeps_the_non_finite_words() -> None:
+    got = array_from_json("x", "FP32", (1, 3), ["NaN", "Infinity", "-Infinity"])
+    assert np.isnan(got[0, 0]) and got[0, 1] == np.inf and got[0, 2] == -np.inf
