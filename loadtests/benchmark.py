@@ -13,7 +13,10 @@ For each server and model (``mlp``, ``wide``; see reference_models.py) it measur
 and, once, the in-process onnxruntime ceiling in rows/s at batch 1, 8 and 32 on one
 core. Prints one table, writes ``results.csv`` and ``latency.png`` to ``--out``.
 
-Closed-loop rows also carry the server's CPU time per request (from /proc) and, for
+All servers run from the start, and each closed-loop level is measured for every
+server in turn (``--rounds`` rounds in rotating order, the median kept), so that
+their shares of each other are taken in the same minute on a machine whose speed
+drifts. Closed-loop rows also carry the server's CPU time per request (from /proc) and, for
 the gateway, its mean batch size over the level (``gateway_batch_size``). With the
 ``floor`` server (floor_server.py: reads and parses the body, answers a fixed body)
 and the ceiling, a second table gives the gateway's share of the floor and of the
@@ -29,6 +32,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -275,7 +279,41 @@ def closed_level(
     )
 
 
+def median_row(runs: Sequence[Row]) -> Row:
+    """One closed-loop level from its rounds: the median of each figure, errors summed
+    (a figure that is not measured for this server stays NaN)."""
+
+    def median(name: str) -> float:
+        values = [getattr(run, name) for run in runs]
+        return float("nan") if any(v != v for v in values) else statistics.median(values)
+
+    first = runs[0]
+    return Row(
+        first.server,
+        first.model,
+        first.mode,
+        first.level,
+        median("rps"),
+        median("p50_ms"),
+        median("p90_ms"),
+        median("p99_ms"),
+        median("p999_ms"),
+        sum(run.errors for run in runs),
+        median("cpu_us"),
+        median("batch"),
+    )
+
+
+# the servers being measured: name -> (process, port)
+Running = dict[str, tuple[subprocess.Popen[bytes], int]]
+
+
 def run_benchmark(args: argparse.Namespace) -> list[Row]:
+    """Every server runs from the start (idle ones cost next to nothing on the shared
+    core), so that each closed-loop level is measured for all of them in the same
+    minute, in ``--rounds`` rounds whose order rotates: on a shared machine whose speed
+    drifts, their shares of each other hold better than a run of one server after
+    another. The open-loop levels then run server by server."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as scratch:
         base = Path(scratch)
@@ -289,49 +327,86 @@ def run_benchmark(args: argparse.Namespace) -> list[Row]:
         servers = list(args.servers)
         if args.baseline:
             sources[BASELINE] = export_tree(args.baseline, base / "baseline-source")
-            # next to the gateway it is compared with, so both run in the same minutes
             where = servers.index("gateway") + 1 if "gateway" in servers else 0
             servers.insert(where, BASELINE)
         bodies = _bodies(base, args.models)
         print(f"onnxruntime ceiling (cpu {args.server_cpu}) ...", flush=True)
         rows += measure_ceiling(repositories["gateway"], args.models, args.server_cpu, 1.0)
-        for server in servers:
-            port = _free_port()
-            process = _start_server(
-                server, repositories[server], port, args.server_cpu, source=sources[server]
-            )
-            try:
+        running: Running = {}
+        try:
+            for server in servers:
+                port = _free_port()
+                source = sources[server]
+                process = _start_server(
+                    server, repositories[server], port, args.server_cpu, source=source
+                )
+                running[server] = (process, port)
+            closed = {
+                model: _closed_levels(args, running, model, bodies[model]) for model in args.models
+            }
+            for server in servers:
                 for model in args.models:
-                    url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
-                    _wrk(url, bodies[model], 8, 2, args.client_cpu)  # warm-up, discarded
-                    for connections in args.connections:
-                        print(f"{server} {model} closed {connections}c ...", flush=True)
-                        rows.append(
-                            closed_level(
-                                args, server, process.pid, port, model, bodies[model], connections
-                            )
-                        )
-                    for rate in args.rates.get(model, DEFAULT_RATES[model]):
-                        print(f"{server} {model} open {rate}/s ...", flush=True)
-                        summary = _open_loop(
-                            url, bodies[model], rate, args.duration, args.client_cpu
-                        )
-                        rows.append(
-                            Row(
-                                server,
-                                model,
-                                "open",
-                                f"{rate}/s",
-                                summary["rps"],
-                                summary["p50_ms"],
-                                summary["p90_ms"],
-                                summary["p99_ms"],
-                                summary["p999_ms"],
-                                int(summary["errors"]),
-                            )
-                        )
-            finally:
+                    rows += closed[model][server] + _open_levels(
+                        args, running, server, model, bodies[model]
+                    )
+        finally:
+            for process, _ in running.values():
                 _stop(process)
+    return rows
+
+
+def _closed_levels(
+    args: argparse.Namespace, running: Running, model: str, body: Path
+) -> dict[str, list[Row]]:
+    """Each server's closed-loop rows for ``model``, every level run for all servers in
+    turn, ``--rounds`` times in rotating order."""
+    servers = list(running)
+    for server in servers:  # warm-up, discarded
+        _wrk(
+            f"http://127.0.0.1:{running[server][1]}/v2/models/{model}/infer",
+            body,
+            8,
+            2,
+            args.client_cpu,
+        )
+    levels: dict[str, list[Row]] = {server: [] for server in servers}
+    for connections in args.connections:
+        runs: dict[str, list[Row]] = {server: [] for server in servers}
+        for index in range(args.rounds):
+            turn = index % len(servers)
+            for server in servers[turn:] + servers[:turn]:
+                print(f"{server} {model} closed {connections}c ...", flush=True)
+                process, port = running[server]
+                runs[server].append(
+                    closed_level(args, server, process.pid, port, model, body, connections)
+                )
+        for server in servers:
+            levels[server].append(median_row(runs[server]))
+    return levels
+
+
+def _open_levels(
+    args: argparse.Namespace, running: Running, server: str, model: str, body: Path
+) -> list[Row]:
+    url = f"http://127.0.0.1:{running[server][1]}/v2/models/{model}/infer"
+    rows = []
+    for rate in args.rates.get(model, DEFAULT_RATES[model]):
+        print(f"{server} {model} open {rate}/s ...", flush=True)
+        summary = _open_loop(url, body, rate, args.duration, args.client_cpu)
+        rows.append(
+            Row(
+                server,
+                model,
+                "open",
+                f"{rate}/s",
+                summary["rps"],
+                summary["p50_ms"],
+                summary["p90_ms"],
+                summary["p99_ms"],
+                summary["p999_ms"],
+                int(summary["errors"]),
+            )
+        )
     return rows
 
 
@@ -429,6 +504,12 @@ def main() -> None:
         help="open-loop arrival rates for a model, e.g. wide=500,1500",
     )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per level")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="closed-loop runs of every server per level, in rotating order (the median)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--server-cpu", default="0")

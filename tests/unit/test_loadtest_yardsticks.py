@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from loadtests.benchmark import Row
+from loadtests.benchmark import Row, median_row
 from loadtests.limits import limits, row_cost_us
 from loadtests.procstat import metric_totals
 from loadtests.profile_request import (
@@ -19,6 +19,31 @@ from loadtests.profile_request import (
 
 BOOT = ["<module> (gateway/__main__.py:3)", "main (gateway/cli/__init__.py:147)"]
 LOOP = [*BOOT, "Server.run (uvicorn/server.py:86)", "Runner.run (asyncio/runners.py:118)"]
+
+
+def test_a_level_measured_in_rounds_keeps_the_median_of_each_figure() -> None:
+    runs = [
+        Row("gateway", "mlp", "closed", "64c", 900.0, 1.0, 2.0, 9.0, 20.0, 1, 110.0, 20.0),
+        Row("gateway", "mlp", "closed", "64c", 1000.0, 3.0, 4.0, 5.0, 10.0, 0, 100.0, 22.0),
+        Row("gateway", "mlp", "closed", "64c", 1200.0, 2.0, 3.0, 7.0, 30.0, 2, 90.0, 21.0),
+    ]
+    level = median_row(runs)
+    assert (level.server, level.model, level.mode, level.level) == (
+        "gateway",
+        "mlp",
+        "closed",
+        "64c",
+    )
+    assert (level.rps, level.p50_ms, level.p90_ms, level.p99_ms, level.p999_ms) == (
+        1000.0,
+        2.0,
+        3.0,
+        7.0,
+        20.0,
+    )
+    assert (level.errors, level.cpu_us, level.batch) == (3, 100.0, 21.0)
+    floor = median_row([Row("floor", "mlp", "closed", "64c", 5000.0, cpu_us=40.0)] * 2)
+    assert math.isnan(floor.batch) and floor.cpu_us == 40.0  # not measured: stays NaN
 
 
 def test_row_cost_is_interpolated_between_measured_batch_sizes_and_clamped() -> None:
