@@ -195,7 +195,7 @@ def encode_response(
         doc["id"] = request_id
     doc["outputs"] = entries
     header = orjson.dumps(doc, option=JSON_OPTIONS)
-    if b"null" in header:  # orjson writes NaN and infinities as null: say which they were
+    if _has_null(header, entries, outputs):  # NaN and infinities: say which they were
         for entry, (_, array) in zip(entries, outputs, strict=True):
             if "data" in entry:
                 entry["data"] = json_data(array, words=True)
@@ -203,6 +203,24 @@ def encode_response(
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
+
+
+# above this many bytes, asking numpy whether the JSON outputs are finite costs less than
+# searching the encoded text for "null" (about 1.9 us, against 0.75 ns a byte)
+_SCAN_LIMIT = 2048
+
+
+def _has_null(
+    header: bytes, entries: list[dict[str, Any]], outputs: list[tuple[str, np.ndarray]]
+) -> bool:
+    """Whether orjson wrote a null: only a non-finite float of a JSON output becomes one
+    (strings, integers and booleans never do)."""
+    if len(header) <= _SCAN_LIMIT:
+        return b"null" in header
+    return any(
+        "data" in entry and array.dtype.kind == "f" and not np.isfinite(array).all()
+        for entry, (_, array) in zip(entries, outputs, strict=True)
+    )
 
 
 def _parse_header_length(value: str, body_length: int) -> int:

@@ -177,6 +177,22 @@ def test_non_finite_outputs_are_words_in_v2_and_v1() -> None:
     assert json_data(np.array([0.1, np.nan], dtype=np.float32), words=True) == [0.1, "NaN"]
 
 
+@pytest.mark.parametrize("width", [4, 1000])  # answers below and above _SCAN_LIMIT
+def test_non_finite_outputs_are_words_whatever_the_answer_size(width: int) -> None:
+    values = np.linspace(-1.0, 1.0, width, dtype=np.float32)
+    values[width // 2] = np.nan
+    finite = np.arange(width, dtype=np.float32)
+    integers = np.arange(width, dtype=np.int64)
+    payload, _ = v2.encode_response(
+        "m", "1", "null", [("x", finite), ("y", values), ("z", integers)], [False, False, False]
+    )
+    outputs = orjson.loads(payload)["outputs"]
+    assert outputs[1]["data"][width // 2] == "NaN"
+    assert outputs[0]["data"] == finite.tolist() and outputs[2]["data"] == integers.tolist()
+    clean, _ = v2.encode_response("null", "1", "null", [("null", finite)], [False])
+    assert orjson.loads(clean)["outputs"][0]["data"] == finite.tolist()  # "null" names: no words
+
+
 def test_non_finite_inputs_words_and_bare_literals() -> None:
     body = (
         b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [4],'
