@@ -45,7 +45,10 @@ class Exchange(Protocol):
 
     headers: RawHeaders  # the request's, names lower-case
     state: dict[str, Any]  # the app's lifespan state
-    gone: Callable[[], bool] | None  # whether the caller has hung up, where knowable
+
+    @property
+    def gone(self) -> Callable[[], bool] | None:
+        """Whether the caller has hung up, where that can be known."""
 
     @property
     def receive(self) -> Receive:
@@ -88,7 +91,6 @@ class ConnectionExchange:
     __slots__ = (
         "headers",
         "state",
-        "gone",
         "model",
         "version",
         "transport",
@@ -100,7 +102,6 @@ class ConnectionExchange:
         "more_body",
         "disconnected",
         "response_complete",
-        "message_event",
         "_signalled",
         "_waiter",
     )
@@ -130,11 +131,19 @@ class ConnectionExchange:
         self.more_body = True  # until the parser has seen the whole message
         self.disconnected = False
         self.response_complete = False
-        # the protocol calls ``cycle.message_event.set()``: the exchange is its own event
-        self.message_event = self
         self._signalled = False
         self._waiter: asyncio.Future[None] | None = None
-        self.gone: Callable[[], bool] | None = self._is_gone
+
+    # properties, not attributes holding the exchange itself or a method bound to it: such
+    # a cycle would leave every request's exchange to the garbage collector
+    @property
+    def message_event(self) -> ConnectionExchange:
+        """The protocol calls ``cycle.message_event.set()``: the exchange is its own event."""
+        return self
+
+    @property
+    def gone(self) -> Callable[[], bool]:
+        return self._is_gone
 
     def _is_gone(self) -> bool:
         return self.disconnected
