@@ -188,11 +188,14 @@ class ConnectionExchange:
         parts = [STATUS_LINE[status]]
         for name, value in self.default_headers:
             parts += (name, b": ", value, b"\r\n")
+        says_close = False  # the handler's own connection: close (a 408)
         for name, value in headers:
             if name == b"connection" and value == b"close":
-                self.keep_alive = False
+                says_close = True
             parts += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and not any(name == b"connection" for name, _ in headers):
+        if says_close:
+            self.keep_alive = False
+        elif not self.keep_alive:
             parts.append(b"connection: close\r\n")
         parts += (b"\r\n", body)
         self.transport.write(b"".join(parts))
