@@ -40,6 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -62,6 +63,9 @@ DEFAULT_RATES = {"mlp": [2000, 5000, 10000], "wide": [1000, 2500, 3500]}
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)  # the in-process ceiling's, for limits.row_cost_us
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class Row:
     server: str
@@ -76,6 +80,18 @@ class Row:
     errors: int = 0
     cpu_us: float = float("nan")  # server CPU time per request (closed loop)
     batch: float = float("nan")  # the gateway's mean batch size over the level
+
+
+def infer_url(port: int, model: str) -> str:
+    """The v2 inference URL of ``model`` on a server of this machine."""
+    return f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+
+
+def rotated(items: Sequence[T], index: int) -> list[T]:
+    """``items`` in the order of round ``index``: each round starts one further along,
+    so that no server or transport always runs first (or right after another)."""
+    turn = index % len(items)
+    return [*items[turn:], *items[:turn]]
 
 
 def _free_port() -> int:
@@ -256,9 +272,7 @@ def closed_level(
     and, for a gateway, its mean batch size over the run."""
     base = f"http://127.0.0.1:{port}"
     cpu_before, rows_before = cpu_seconds(pid), batch_totals(base, model)
-    result = _wrk(
-        f"{base}/v2/models/{model}/infer", body, connections, args.duration, args.client_cpu
-    )
+    result = _wrk(infer_url(port, model), body, connections, args.duration, args.client_cpu)
     requests = max(result["requests"], 1)
     cpu_us = (cpu_seconds(pid) - cpu_before) / requests * 1e6
     rows_after = batch_totals(base, model)
@@ -362,19 +376,12 @@ def _closed_levels(
     turn, ``--rounds`` times in rotating order."""
     servers = list(running)
     for server in servers:  # warm-up, discarded
-        _wrk(
-            f"http://127.0.0.1:{running[server][1]}/v2/models/{model}/infer",
-            body,
-            8,
-            2,
-            args.client_cpu,
-        )
+        _wrk(infer_url(running[server][1], model), body, 8, 2, args.client_cpu)
     levels: dict[str, list[Row]] = {server: [] for server in servers}
     for connections in args.connections:
         runs: dict[str, list[Row]] = {server: [] for server in servers}
         for index in range(args.rounds):
-            turn = index % len(servers)
-            for server in servers[turn:] + servers[:turn]:
+            for server in rotated(servers, index):
                 print(f"{server} {model} closed {connections}c ...", flush=True)
                 process, port = running[server]
                 runs[server].append(
@@ -388,7 +395,7 @@ def _closed_levels(
 def _open_levels(
     args: argparse.Namespace, running: Running, server: str, model: str, body: Path
 ) -> list[Row]:
-    url = f"http://127.0.0.1:{running[server][1]}/v2/models/{model}/infer"
+    url = infer_url(running[server][1], model)
     rows = []
     for rate in args.rates.get(model, DEFAULT_RATES[model]):
         print(f"{server} {model} open {rate}/s ...", flush=True)

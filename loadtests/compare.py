@@ -21,7 +21,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from loadtests.benchmark import ROOT, _bodies, _free_port, _start_server, _stop, _wrk, export_tree
+from loadtests.benchmark import (
+    ROOT,
+    _bodies,
+    _free_port,
+    _start_server,
+    _stop,
+    _wrk,
+    export_tree,
+    infer_url,
+    rotated,
+)
 from loadtests.procstat import cpu_seconds
 from loadtests.reference_models import write_repository
 
@@ -100,17 +110,13 @@ def compare(
     cpu: dict[str, list[float]] = {name: [] for name in servers}
     ratios = []
     for _, port in servers.values():  # warm-up, discarded
-        _wrk(f"http://127.0.0.1:{port}/v2/models/{model}/infer", body, 8, 1, args.client_cpu)
+        _wrk(infer_url(port, model), body, 8, 1, args.client_cpu)
     for index in range(args.rounds):
-        order = list(servers.items())
-        if index % 2:
-            order.reverse()
         this_round = {}
-        for name, (process, port) in order:
+        for name, (process, port) in rotated(list(servers.items()), index):
             pid = process.pid
             before = cpu_seconds(pid)
-            url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
-            result = _wrk(url, body, connections, args.duration, args.client_cpu)
+            result = _wrk(infer_url(port, model), body, connections, args.duration, args.client_cpu)
             requests = max(result["requests"], 1)
             this_round[name] = requests / (result["duration_us"] / 1e6)
             rps[name].append(this_round[name])

@@ -50,6 +50,8 @@ from loadtests.benchmark import (
     _start_server,
     _stop,
     _wrk,
+    infer_url,
+    rotated,
 )
 from loadtests.compare import add_round_options
 from loadtests.procstat import cpu_seconds
@@ -165,9 +167,9 @@ def drivers(
     """``floors``: the HTTP floor (floor_server.py) and this model's gRPC floor."""
     gateway, port, grpc_port = servers
     (http_floor, http_floor_port), floor = floors
-    url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+    url = infer_url(port, model)
     v1_url = f"http://127.0.0.1:{port}/v1/models/{model}:predict"
-    floor_url = f"http://127.0.0.1:{http_floor_port}/v2/models/{model}/infer"
+    floor_url = infer_url(http_floor_port, model)
     binary = ["--binary", str(request.binary), str(request.binary_header_length)]
 
     def grpc_at(target: str) -> Callable[[int, float], dict[str, int]]:
@@ -195,10 +197,8 @@ def measure(
     for protocol in PROTOCOLS:  # warm-up, discarded
         run[protocol][0](8, 1)
     for index in range(args.rounds):
-        turn = index % len(PROTOCOLS)
-        order = PROTOCOLS[turn:] + PROTOCOLS[:turn]
         this_round = {}
-        for protocol in order:
+        for protocol in rotated(PROTOCOLS, index):
             load, pid = run[protocol]
             server_before, client_before = cpu_seconds(pid), _children_cpu()
             result = load(connections, args.duration)

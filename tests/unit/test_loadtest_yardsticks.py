@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from loadtests.benchmark import Row, median_row
+from loadtests.benchmark import Row, median_row, rotated
 from loadtests.limits import limits, row_cost_us
 from loadtests.procstat import metric_totals
 from loadtests.profile_request import (
@@ -19,6 +19,17 @@ from loadtests.profile_request import (
 
 BOOT = ["<module> (gateway/__main__.py:3)", "main (gateway/cli/__init__.py:147)"]
 LOOP = [*BOOT, "Server.run (uvicorn/server.py:86)", "Runner.run (asyncio/runners.py:118)"]
+
+
+def test_rounds_rotate_so_that_nothing_always_runs_first() -> None:
+    servers = ["gateway", "baseline", "floor"]
+    assert [rotated(servers, i) for i in range(4)] == [
+        ["gateway", "baseline", "floor"],
+        ["baseline", "floor", "gateway"],
+        ["floor", "gateway", "baseline"],
+        ["gateway", "baseline", "floor"],
+    ]
+    assert [rotated(("a", "b"), i) for i in range(3)] == [["a", "b"], ["b", "a"], ["a", "b"]]
 
 
 def test_a_level_measured_in_rounds_keeps_the_median_of_each_figure() -> None:
