@@ -7,6 +7,15 @@ import socket
 import time
 
 
+def post_head(path: str, length: int, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
+    """A JSON POST's request line and headers, declaring a body of ``length`` bytes;
+    ``extra``: more header lines, each ending in CRLF."""
+    return (
+        b"POST %s HTTP/%s\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n%s\r\n" % (path.encode(), version, length, extra)
+    )
+
+
 def connect(port: int, timeout_s: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
 

@@ -21,7 +21,7 @@ import pytest
 from gateway.config import Settings
 from tests.conftest import EXAMPLES, RunningGateway, start_gateway, stop_gateway
 from tests.gateway_process import serving
-from tests.raw_http import closed_within, connect, read_response
+from tests.raw_http import closed_within, connect, post_head, read_response
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +29,6 @@ DIGITS = orjson.dumps({"instances": [[0] * 64]})
 PREDICT = "/v1/models/digits:predict"
 QUICK_READ_TIMEOUT_S = 1.0
 ADMIN_TOKEN = "hostile-http"
-
-
-def _head(path: str, length: int, extra: bytes = b"") -> bytes:
-    return (
-        (
-            f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            f"content-length: {length}\r\n"
-        ).encode()
-        + extra
-        + b"\r\n"
-    )
 
 
 def _error(headers: dict[str, str], body: bytes) -> str:
@@ -68,7 +57,7 @@ def test_a_slow_body_does_not_delay_other_callers(gateway: RunningGateway) -> No
     its model: while one sits half-sent, every request to the same model is answered
     promptly."""
     with connect(gateway.port) as slow:
-        slow.sendall(_head(PREDICT, 100_000) + b"{")
+        slow.sendall(post_head(PREDICT, 100_000) + b"{")
         with httpx.Client(base_url=gateway.url, timeout=30) as client:
             for _ in range(200):
                 started = time.monotonic()
@@ -85,7 +74,7 @@ def test_headers_over_the_limit_are_answered_431(gateway: RunningGateway) -> Non
         response = client.post(PREDICT, content=DIGITS, headers={"x-padding": "a" * 60_000})
         assert response.status_code == 200
     with connect(gateway.port) as sock:
-        sock.sendall(_head(PREDICT, len(DIGITS), b"x-padding: " + b"a" * 70_000 + b"\r\n"))
+        sock.sendall(post_head(PREDICT, len(DIGITS), b"x-padding: " + b"a" * 70_000 + b"\r\n"))
         status, headers, body = read_response(sock)
     assert status == 431
     assert "--max-header-bytes" in _error(headers, body)
@@ -125,7 +114,7 @@ def test_a_body_not_finished_in_time_is_answered_408(quick: RunningGateway) -> N
     """A client that does not finish its body within --read-timeout is answered 408 with
     a JSON error saying how much arrived, and its connection closed."""
     with connect(quick.port) as sock:
-        sock.sendall(_head(PREDICT, 100) + b'{"instances"')
+        sock.sendall(post_head(PREDICT, 100) + b'{"instances"')
         started = time.monotonic()
         status, headers, body = read_response(sock)
         took = time.monotonic() - started
@@ -141,7 +130,7 @@ def test_an_admin_body_not_finished_in_time_is_answered_408(quick: RunningGatewa
     halfway is answered 408 with a JSON error, and its connection closed."""
     auth = f"authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
     with connect(quick.port) as sock:
-        head = _head("/admin/models/digits/routing", 100, auth).replace(b"POST", b"PUT", 1)
+        head = post_head("/admin/models/digits/routing", 100, auth).replace(b"POST", b"PUT", 1)
         sock.sendall(head + b'{"weights"')
         status, headers, body = read_response(sock)
         assert status == 408
@@ -186,8 +175,8 @@ def test_a_body_that_outlives_its_version_is_answered(tmp_path: Path) -> None:
         pinned_path = "/v1/models/digits/versions/1:predict"
         with connect(running.port) as unpinned, connect(running.port) as pinned:
             half = len(DIGITS) // 2
-            unpinned.sendall(_head(PREDICT, len(DIGITS)) + DIGITS[:half])
-            pinned.sendall(_head(pinned_path, len(DIGITS)) + DIGITS[:half])
+            unpinned.sendall(post_head(PREDICT, len(DIGITS)) + DIGITS[:half])
+            pinned.sendall(post_head(pinned_path, len(DIGITS)) + DIGITS[:half])
             time.sleep(0.3)  # both requests are being read
             staged = tmp_path / "staged"
             shutil.copytree(EXAMPLES / "digits" / "2", staged)
@@ -219,7 +208,7 @@ def test_sigterm_answers_a_request_whose_body_never_finishes(tmp_path: Path) -> 
     with serving(args, tmp_path / "gateway.log") as process:
         port = int(process.url.rsplit(":", 1)[1])
         with connect(port, timeout_s=20) as sock:
-            sock.sendall(_head(PREDICT, len(DIGITS)) + DIGITS[:10])
+            sock.sendall(post_head(PREDICT, len(DIGITS)) + DIGITS[:10])
             time.sleep(0.3)
             process.process.send_signal(signal.SIGTERM)
             status, headers, body = read_response(sock)

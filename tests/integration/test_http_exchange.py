@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import RunningGateway
-from tests.raw_http import ResponseReader, closed_within, connect
+from tests.raw_http import ResponseReader, closed_within, connect, post_head
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +24,7 @@ PATH = "/v2/models/digits/infer"
 
 
 def _request(path: str, body: bytes, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
-    return (
-        b"POST %s HTTP/%s\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n%s\r\n" % (path.encode(), version, len(body), extra)
-    ) + body
+    return post_head(path, len(body), extra, version) + body
 
 
 @pytest.fixture(scope="module")
