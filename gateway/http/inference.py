@@ -4,9 +4,10 @@ The service runs the request (``gateway.service.call``); this module reads, deco
 encodes and sends around it: ``call = service.call(...)`` -> ``call.admit(headers)``
 (the routing choice) -> read the body (within --read-timeout) -> ``call.arrived()``
 (routed again if its version was unloaded meanwhile; announced to its batcher) ->
-decode (v2 or v1) -> ``await call.infer(...)`` / ``call.predict(...)`` -> encode ->
-send -> ``call.finish(status)`` (metrics, request log line, shadow run). Everything a
-caller can get wrong becomes a GatewayError and a JSON ``{"error": ...}`` (one mapping:
+decode (v2 or v1: a ``Codec``) and hand it to its batch (``call.start_v2`` /
+``call.start_v1``) -> await the batch -> ``call.answer(...)`` -> encode -> send ->
+``call.finish(status)`` (metrics, request log line, shadow run). Everything a caller
+can get wrong becomes a GatewayError and a JSON ``{"error": ...}`` (one mapping:
 ``responses.error_parts``); a request still running when the drain after SIGTERM runs
 out is answered 503.
 
@@ -23,7 +24,9 @@ import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
+import numpy as np
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import ClientGone, GatewayError, ModelNotReady
@@ -33,6 +36,7 @@ from gateway.http.exchange import AsgiExchange, Exchange
 from gateway.http.responses import error_parts, internal_error_body
 from gateway.protocol import v1, v2
 from gateway.service import InferenceCall, InferenceService
+from gateway.service.call import InferResult
 
 log = logging.getLogger("gateway.http")
 
@@ -44,41 +48,72 @@ _HEADER_LENGTH = v2.HEADER_LENGTH.encode()
 _FEATURE_DEFAULTS = b"x-feature-defaults"
 _WANTED = {b"x-request-id", b"content-length", b"content-encoding", _HEADER_LENGTH}
 
-# (call, body, request headers, disconnect probe) -> (payload, media type, headers)
+# a request handed to its batch: the batcher's awaitable, and what encoding needs of the
+# request (v2: its id; v1: its row format)
+Started = tuple[Awaitable[list[np.ndarray]], Any]
+# (payload, media type, extra headers)
 Encoded = tuple[bytes, bytes, list[tuple[bytes, bytes]]]
-Runner = Callable[
-    [InferenceCall, bytes, dict[bytes, bytes], Callable[[], bool] | None], Awaitable[Encoded]
-]
 
 
-async def _run_v2(
-    call: InferenceCall, body: bytes, headers: dict[bytes, bytes], gone: Callable[[], bool] | None
-) -> Encoded:
-    length = headers.get(_HEADER_LENGTH)
-    decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
-    answer = await call.infer(decoded, gone)
-    target = answer.version
-    payload, header_length = v2.encode_response(
-        target.info.model, target.label, decoded.id, answer.outputs, answer.binary
-    )
-    extra = []
-    defaults = call.feature_defaults
-    if defaults is not None:  # entity ids were looked up
-        extra.append((_FEATURE_DEFAULTS, b"%d" % defaults))
-    if header_length is None:
-        return payload, _JSON, extra
-    extra.append((_HEADER_LENGTH, b"%d" % header_length))
-    return payload, _OCTET_STREAM, extra
+class Codec(Protocol):
+    def start(
+        self,
+        call: InferenceCall,
+        body: bytes,
+        headers: dict[bytes, bytes],
+        gone: Callable[[], bool] | None,
+    ) -> Started:
+        """Decode the body and hand it to ``call``'s batch."""
+
+    def encode(self, call: InferenceCall, answer: InferResult, context: Any) -> Encoded: ...
 
 
-async def _run_v1(
-    call: InferenceCall, body: bytes, headers: dict[bytes, bytes], gone: Callable[[], bool] | None
-) -> Encoded:
-    target = call.target
-    assert target is not None  # arrived() routed it
-    decoded = v1.decode_predict(body, target.signature)
-    answer = await call.predict(decoded.inputs, gone)
-    return v1.encode_predict(answer.outputs, decoded.row_format), _JSON, []
+class V2Codec:
+    """The Open Inference Protocol's JSON body, with Triton's binary extension."""
+
+    def start(
+        self,
+        call: InferenceCall,
+        body: bytes,
+        headers: dict[bytes, bytes],
+        gone: Callable[[], bool] | None,
+    ) -> Started:
+        length = headers.get(_HEADER_LENGTH)
+        decoded = v2.decode_request(body, None if length is None else length.decode("latin-1"))
+        return call.start_v2(decoded, gone), decoded.id
+
+    def encode(self, call: InferenceCall, answer: InferResult, context: Any) -> Encoded:
+        target = answer.version
+        payload, header_length = v2.encode_response(
+            target.info.model, target.label, context, answer.outputs, answer.binary
+        )
+        extra = []
+        defaults = call.feature_defaults
+        if defaults is not None:  # entity ids were looked up
+            extra.append((_FEATURE_DEFAULTS, b"%d" % defaults))
+        if header_length is None:
+            return payload, _JSON, extra
+        extra.append((_HEADER_LENGTH, b"%d" % header_length))
+        return payload, _OCTET_STREAM, extra
+
+
+class V1Codec:
+    """TF Serving's ``:predict`` (rows or columns)."""
+
+    def start(
+        self,
+        call: InferenceCall,
+        body: bytes,
+        headers: dict[bytes, bytes],
+        gone: Callable[[], bool] | None,
+    ) -> Started:
+        target = call.target
+        assert target is not None  # arrived() routed it
+        decoded = v1.decode_predict(body, target.signature)
+        return call.start_v1(decoded.inputs, gone), decoded.row_format
+
+    def encode(self, call: InferenceCall, answer: InferResult, context: Any) -> Encoded:
+        return v1.encode_predict(answer.outputs, context), _JSON, []
 
 
 class InferenceEndpoint:
@@ -87,7 +122,7 @@ class InferenceEndpoint:
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
-        self._run: Runner = _run_v2 if protocol == "v2" else _run_v1
+        self._codec: Codec = V2Codec() if protocol == "v2" else V1Codec()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope["path_params"]
@@ -113,7 +148,11 @@ class InferenceEndpoint:
             else:
                 body = arrived_body(body, limit, declared, encoding)
             call.arrived()
-            payload, media_type, extra = await self._run(call, body, headers, exchange.gone)
+            codec = self._codec
+            running, context = codec.start(call, body, headers, exchange.gone)
+            # the batch is awaited here, at the top: one suspension per request
+            answer = call.answer(await running)
+            payload, media_type, extra = codec.encode(call, answer, context)
             status = 200
             response_headers += extra
         except ClientGone:
@@ -162,12 +201,12 @@ def _shutting_down() -> GatewayError:
 
 
 # generated ids: a random per-process prefix and a counter, unique without a syscall
-_ID_PREFIX = os.urandom(8).hex()
+_ID_PREFIX = os.urandom(8).hex().encode()
 _id_counter = itertools.count(1)
 
 
 def new_request_id() -> bytes:
-    return f"{_ID_PREFIX}-{next(_id_counter):x}".encode()
+    return b"%s-%x" % (_ID_PREFIX, next(_id_counter))
 
 
 INFER_V2 = InferenceEndpoint("v2")

@@ -258,7 +258,7 @@ def json_data(array: np.ndarray, words: bool = False) -> Any:
     of every response."""
     if array.dtype.kind in "OSU":
         return [_text(item) for item in array.ravel().tolist()]
-    flat = np.ascontiguousarray(array).ravel()
+    flat = array.ravel()  # contiguous: a view of a contiguous array, else a copy
     if words and array.dtype.kind == "f":
         finite = np.isfinite(flat)
         if not finite.all():

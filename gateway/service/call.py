@@ -9,20 +9,21 @@ A transport (today HTTP) reads and decodes; the call does the rest, in this orde
     call.arrived()             # routed again if that version was retired meanwhile;
                                # announced to its batcher (a slow body never holds one)
     ... the transport decodes it (v1 with ``call.target.signature``) ...
-    answer = await call.infer(decoded_v2, gone)  # or call.predict(v1_inputs, gone):
-                               # a sticky key in the body picks the version, features are looked
-                               # up by entity id, inputs checked, run in a batch
+    running = call.start_v2(decoded_v2, gone)  # or call.start_v1(v1_inputs, gone): a
+                               # sticky key in the body picks the version, features are
+                               # looked up by entity id, inputs checked, handed to a batch
+    answer = call.answer(await running)  # (or both at once: await call.infer(...))
     ... the transport encodes and sends ``answer`` ...
     call.finish(status)        # metrics, the request log line, and the shadow run (200)
 
-Everything a caller can get wrong is a GatewayError, raised by ``admit``, ``infer``
-or ``predict``; ``finish`` is called whatever happened, once the answer is sent.
+Everything a caller can get wrong is a GatewayError, raised by ``admit``, ``start_v2``,
+``start_v1`` or the awaited batch; ``finish`` is called whatever happened, once the answer is sent.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -93,7 +94,9 @@ class InferenceCall:
     that answered and the shadow run to start after the answer."""
 
     __slots__ = (
+        "_binary",
         "_headers",
+        "_names",
         "entity_ids",
         "features",
         "features_default",
@@ -137,6 +140,8 @@ class InferenceCall:
     ran_outputs: list[tuple[str, np.ndarray]] | None
     entity_ids: np.ndarray | None
     _headers: Headers
+    _names: Sequence[str]  # the outputs asked for, in the order the batch returns them
+    _binary: list[bool]  # (v2) which of them go as binary
 
     def __init__(
         self,
@@ -199,13 +204,27 @@ class InferenceCall:
         return target
 
     async def infer(self, request: InferRequest, gone: Callable[[], bool] | None) -> InferResult:
-        """Run a decoded v2 request: the version picked again if the sticky key is an
-        input, features looked up by entity id (rows still on their way wait in their
-        batch), the inputs checked, the requested outputs picked. ``gone``: whether the
-        caller left."""
+        """Run a decoded v2 request (``start_v2``, then ``answer``)."""
+        return self.answer(await self.start_v2(request, gone))
+
+    async def predict(
+        self, inputs: Mapping[str, np.ndarray], gone: Callable[[], bool] | None
+    ) -> InferResult:
+        """Run v1 inputs (``start_v1``, then ``answer``)."""
+        return self.answer(await self.start_v1(inputs, gone))
+
+    def start_v2(
+        self, request: InferRequest, gone: Callable[[], bool] | None
+    ) -> Awaitable[list[np.ndarray]]:
+        """Hand a decoded v2 request to its batch: the version picked again if the sticky
+        key is an input, features looked up by entity id (rows still on their way wait
+        in their batch), the inputs checked, the requested outputs picked. ``gone``:
+        whether the caller left. Returns the batcher's awaitable of the output arrays,
+        for ``answer``: the transport awaits it itself, with no coroutine of the call's
+        own in between (each level costs every request a suspension and a resumption)."""
         inputs = request.inputs
         target = self.target if self.key_input is None else self._by_input(inputs)
-        assert target is not None, "infer() before admit()"
+        assert target is not None, "start_v2() before admit()"
         pending = None
         features = self.features
         if features is not None and features.entity_input in inputs:
@@ -215,30 +234,35 @@ class InferenceCall:
         check_inputs(signature, inputs, request.datatypes)
         if len(inputs) > 1:
             check_batch(target, inputs)
-        names, binary = select_outputs(signature, request.outputs, request.binary_output)
-        arrays = await target.run(inputs, names, request.timeout_ms, self.ticket, gone, pending)
-        outputs = list(zip(names, arrays, strict=True))
-        if self.shadow is not None:
-            self._plan_shadow(target, inputs, outputs)
-        # the inputs as run: the features are in place of the entity ids by now
-        self.ran_inputs, self.ran_outputs = inputs, outputs
-        return InferResult(target, outputs, binary)
+        names, self._binary = select_outputs(signature, request.outputs, request.binary_output)
+        # the inputs as run: the features are filled in place of the entity ids
+        self.ran_inputs, self._names = inputs, names
+        return target.run(inputs, names, request.timeout_ms, self.ticket, gone, pending)
 
-    async def predict(
+    def start_v1(
         self, inputs: Mapping[str, np.ndarray], gone: Callable[[], bool] | None
-    ) -> InferResult:
-        """Run v1 inputs (already in the model's dtypes) and answer with every output."""
+    ) -> Awaitable[list[np.ndarray]]:
+        """Hand v1 inputs (already in the model's dtypes) to their batch, asking for
+        every output; as ``start_v2``."""
         target = self._by_input(inputs)
         signature = target.signature
         for spec in signature.inputs:
             check_shape(spec, inputs[spec.name].shape)
         check_batch(target, inputs)
         names = signature.output_names
-        arrays = await target.run(inputs, names, ticket=self.ticket, gone=gone)
-        outputs = list(zip(names, arrays, strict=True))
-        self._plan_shadow(target, inputs, outputs)
-        self.ran_inputs, self.ran_outputs = inputs, outputs
-        return InferResult(target, outputs, [])
+        self.ran_inputs, self._names, self._binary = inputs, names, []
+        return target.run(inputs, names, ticket=self.ticket, gone=gone)
+
+    def answer(self, arrays: list[np.ndarray]) -> InferResult:
+        """The answer of the batch ``start_v2``/``start_v1`` handed the request to, its
+        shadow run planned (``finish`` starts it)."""
+        target, inputs = self.target, self.ran_inputs
+        assert target is not None and inputs is not None, "answer() before start"
+        outputs = list(zip(self._names, arrays, strict=True))
+        if self.shadow is not None:
+            self._plan_shadow(target, inputs, outputs)
+        self.ran_outputs = outputs
+        return InferResult(target, outputs, self._binary)
 
     @property
     def feature_defaults(self) -> int | None:
