@@ -12,7 +12,7 @@ ARGS ?=
 # make bench QUICK=1: one model, two connection counts, one open-loop rate, 2 s per level
 QUICK_BENCH_ARGS := --models mlp --connections 1 64 --rate mlp=2000 --duration 2
 
-.PHONY: serve test protos redis-server check-models lint bench bench-compare bench-drift bench-payload bench-protocols bench-profile bench-features wrk clean
+.PHONY: serve test protos redis-server check-models lint bench bench-compare bench-drift bench-payload bench-protocols bench-profile bench-handler bench-features wrk clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -93,6 +93,11 @@ bench-protocols: $(VENV)/.installed-loadtest wrk
 # where a request's microseconds go, by step, under wrk (loadtests/profile_request.py)
 bench-profile: $(VENV)/.installed-loadtest wrk
 	$(BIN)/python -m loadtests.profile_request $(BENCH_ARGS)
+
+# what the inference handler costs per request, and each of its steps, in process
+# (loadtests/handler_cost.py)
+bench-handler: $(VENV)/.installed-loadtest
+	$(BIN)/python -m loadtests.handler_cost $(BENCH_ARGS)
 
 # features from Redis against the feature vector inline (loadtests/features_benchmark.py)
 bench-features: $(VENV)/.installed-loadtest wrk redis-server
