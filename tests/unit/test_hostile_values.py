@@ -177,7 +177,7 @@ def test_non_finite_outputs_are_words_in_v2_and_v1() -> None:
     assert json_data(np.array([0.1, np.nan], dtype=np.float32), words=True) == [0.1, "NaN"]
 
 
-@pytest.mark.parametrize("width", [4, 1000])  # answers below and above _SCAN_LIMIT
+@pytest.mark.parametrize("width", [4, 1000])  # a small and a large answer
 def test_non_finite_outputs_are_words_whatever_the_answer_size(width: int) -> None:
     values = np.linspace(-1.0, 1.0, width, dtype=np.float32)
     values[width // 2] = np.nan
