@@ -11,6 +11,7 @@ time per request is set against two yardsticks:
   build the array, hand it to the same batcher (same batches, same onnxruntime runs),
   encode the outputs, answer. No validation, routing, request id, metrics, tickets or
   request record;
+- ``at GIT_REF`` (``--baseline``): another commit's handler, for a change's effect;
 - ``free:STEP``: the gateway with one step replaced by the least that step can be
   (``FREE_STEPS``), so the difference is that step's cost in place, with every other
   request's work around it (micro-benchmarks of a step alone, with warm caches,
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from loadtests.benchmark import _bodies, _pinned
+from loadtests.benchmark import ROOT, _bodies, _pinned, export_tree
 from loadtests.reference_models import write_repository
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -256,14 +258,23 @@ def _worker(args: argparse.Namespace) -> None:
     print(json.dumps({"variant": args.worker, "us": figures}))
 
 
-def _pair(args: argparse.Namespace, model: str, variant: str) -> tuple[list[float], list[float]]:
-    """``gateway`` and ``variant``, both at once on ``--cpu``: their per-round figures."""
+def _pair(
+    args: argparse.Namespace, model: str, variant: str, baseline: Path | None = None
+) -> tuple[list[float], list[float]]:
+    """``gateway`` and ``variant``, both at once on ``--cpu``: their per-round figures.
+    With ``baseline`` (a tree exported from another commit), the variant is that tree's
+    gateway."""
     command = [sys.executable, "-m", "loadtests.handler_cost", "--model", model]
     command += ["--concurrency", str(args.concurrency), "--requests", str(args.requests)]
     command += ["--rounds", str(args.rounds), "--worker"]
+    environments: list[dict[str, str]] = [dict(os.environ), dict(os.environ)]
+    if baseline is not None:  # its gateway package imported ahead of the installed one
+        environments[1] = {**os.environ, "PYTHONPATH": f"{baseline}{os.pathsep}{ROOT}"}
     runs = [
-        subprocess.Popen(_pinned(args.cpu, [*command, name]), stdout=subprocess.PIPE, text=True)
-        for name in ("gateway", variant)
+        subprocess.Popen(
+            _pinned(args.cpu, [*command, name]), stdout=subprocess.PIPE, text=True, env=env
+        )
+        for name, env in zip(("gateway", variant), environments, strict=True)
     ]
     figures = []
     for run in runs:
@@ -282,6 +293,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000, help="per round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--cpu", default="0", help="the core both processes of a pair share")
+    parser.add_argument(
+        "--baseline", metavar="GIT_REF", help="also pair the gateway with this commit's own"
+    )
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--model", default="mlp", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,15 +303,21 @@ def main() -> None:
         _worker(args)
         return
     print(f"{'model':6s} {'variant':18s} {'gateway us':>10s} {'variant us':>10s} {'saved us':>9s}")
-    for model in args.models:
-        for variant in args.variants:
-            gateway, other = _pair(args, model, variant)
-            saved = statistics.median(g - o for g, o in zip(gateway, other, strict=True))
-            print(
-                f"{model:6s} {variant:18s} {statistics.median(gateway):10.1f} "
-                f"{statistics.median(other):10.1f} {saved:9.1f}",
-                flush=True,
-            )
+    with tempfile.TemporaryDirectory(prefix="handler-cost-baseline-") as scratch:
+        baseline = export_tree(args.baseline, Path(scratch) / "tree") if args.baseline else None
+        for model in args.models:
+            pairs: list[tuple[str, Path | None]] = [(v, None) for v in args.variants]
+            if baseline is not None:
+                pairs.append(("gateway", baseline))
+            for variant, tree in pairs:
+                gateway, other = _pair(args, model, variant, tree)
+                saved = statistics.median(g - o for g, o in zip(gateway, other, strict=True))
+                name = variant if tree is None else f"at {args.baseline}"
+                print(
+                    f"{model:6s} {name:18s} {statistics.median(gateway):10.1f} "
+                    f"{statistics.median(other):10.1f} {saved:9.1f}",
+                    flush=True,
+                )
     print(
         "\nCPU us per request (event loop and inference thread), medians over "
         f"{args.rounds} rounds of {args.requests} requests at {args.concurrency} in flight; "
