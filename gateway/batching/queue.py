@@ -1,9 +1,8 @@
 """BatchQueue: concurrent requests in, one model run per batch, each caller its own rows back.
 
-The queue is driven by events, not by worker tasks: a batch is cut and started
-whenever a request arrives, an instance frees up, an announced request arrives or
-gives up, or a wait times out (``_pump``). So a request that finds an idle model
-starts its run inside ``submit``, with no task switch in between.
+Driven by events, not by worker tasks: a batch is cut and started whenever a request
+arrives, an instance frees up, an announced request arrives or gives up, or a wait
+times out (``_pump``); a request finding an idle model starts its run in ``submit``.
 
 How a batch is cut (``_cut``), when an instance is free:
 
@@ -14,17 +13,17 @@ How a batch is cut (``_cut``), when an instance is free:
 3. ``preferred``: the rows are one of ``preferred_batch_sizes``, or a prefix of the
    taken requests adds up to the largest preferred size below them (the rest goes
    back to the head of the queue).
-4. Waiting pays only when more requests are known to be on their way (``expect()``,
-   once a body has arrived: a slow body never holds a batch): at most until the
-   oldest has waited ``max_delay_s`` (then: ``delay``), even if the timer fires early.
+4. Waiting pays only when more requests are known to be on their way (``expect()``, once
+   a body has arrived: a slow body never holds a batch): at most until the oldest has
+   waited ``max_delay_s`` (then: ``delay``), even if the timer fires early.
 5. ``idle``: nothing else is on its way, so the batch runs now: a lone request on an
    idle model never waits; under load, arrivals during a run form the next batch.
 
-Invariants: every request carries its own future (no id -> future map); a request
-whose caller went away or whose deadline passed before its batch ran is dropped and
-never runs; an exception in one run fails exactly the requests of that batch; rows
-are handed back by position, as views of the batch output; an instance runs one batch
-at a time, and is free again only when its run has really finished.
+Invariants: every request carries its own future (no id -> future map); a request whose
+caller went away or whose deadline passed before its batch ran is dropped and never
+runs; an exception in one run fails exactly the requests of that batch; rows are handed
+back by position, as views of the batch output; an instance runs one batch at a time,
+and is free again only when its run has really finished.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from functools import partial
 
 import numpy as np
 
-from gateway.batching.assemble import batch_key, check_outputs, stack
+from gateway.batching.assemble import batch_key, check_outputs
 from gateway.batching.clock import Clock, LoopClock, Timer
 from gateway.batching.line import WaitingLine
 from gateway.batching.observer import BatchObserver, NullObserver
@@ -55,9 +54,10 @@ from gateway.batching.request import (
 from gateway.batching.ticket import Ticket
 from gateway.errors import DeadlineExceeded, ModelNotReady, QueueFull
 
-# (instance, inputs, output names) -> outputs in the order of the names: a coroutine, or
-# a future such as loop.run_in_executor(...) returns
-RunBatch = Callable[[int, Mapping[str, np.ndarray], Sequence[str]], Awaitable[list[np.ndarray]]]
+# (instance, each request's inputs, output names) -> the outputs, in the names' order; the
+# runner joins the inputs (``assemble.stack``) off the loop: numpy drops the GIL to copy
+Inputs = Mapping[str, np.ndarray]
+RunBatch = Callable[[int, Sequence[Inputs], Sequence[str]], Awaitable[list[np.ndarray]]]
 
 
 class BatchQueue:
@@ -239,7 +239,7 @@ class BatchQueue:
         started = self._clock.now()
         self._observer.waited(0.0)
         self._observer.dispatched(rows, self._reason_alone(rows))
-        run = asyncio.ensure_future(self._run_batch(instance, inputs, names))
+        run = asyncio.ensure_future(self._run_batch(instance, (inputs,), names))
         self._runs.add(run)
         # the instance is free again when the run has really finished, even if this
         # caller stops waiting: shield keeps a cancelled caller from cancelling the run
@@ -323,7 +323,7 @@ class BatchQueue:
     def _run_now(self, instance: int, batch: list[QueuedRequest]) -> Awaitable[list[np.ndarray]]:
         if not batch:  # every request failed to complete its inputs
             return asyncio.sleep(0, [])
-        return self._run_batch(instance, stack([r.inputs for r in batch]), batch[0].outputs)
+        return self._run_batch(instance, [r.inputs for r in batch], batch[0].outputs)
 
     async def _run_when_complete(
         self,

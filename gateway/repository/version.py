@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.batching.assemble import stack
 from gateway.batching.observer import BatchObserver
 from gateway.batching.policy import BatchPolicy
 from gateway.batching.queue import BatchQueue
@@ -148,8 +149,13 @@ class ModelVersion:
         return self.batcher.submit(inputs, output_names, timeout_s, ticket, gone, pending)
 
     def _run_batch(
-        self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
+        self,
+        instance: int,
+        parts: Sequence[Mapping[str, np.ndarray]],
+        output_names: Sequence[str],
     ) -> asyncio.Future[list[np.ndarray]]:
+        """Run the batch of ``parts`` (each request's inputs) on ``instance``'s thread,
+        where its inputs are also joined (see ``batching.queue.RunBatch``)."""
         if self.released:  # its threads have stopped: a job handed to them would never end
             failed: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
             failed.set_exception(
@@ -158,15 +164,27 @@ class ModelVersion:
             return failed
         # a plain future: no coroutine or task per batch
         if self.drift is None and self.output_sample is None:
-            return self._threads.submit(instance, self._model.run, instance, inputs, output_names)
-        return self._threads.submit(instance, self._run_observed, instance, inputs, output_names)
+            return self._threads.submit(instance, self._run_joined, instance, parts, output_names)
+        return self._threads.submit(instance, self._run_observed, instance, parts, output_names)
+
+    def _run_joined(
+        self,
+        instance: int,
+        parts: Sequence[Mapping[str, np.ndarray]],
+        output_names: Sequence[str],
+    ) -> list[np.ndarray]:
+        return self._model.run(instance, stack(parts), output_names)
 
     def _run_observed(
-        self, instance: int, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
+        self,
+        instance: int,
+        parts: Sequence[Mapping[str, np.ndarray]],
+        output_names: Sequence[str],
     ) -> list[np.ndarray]:
         """Run the batch, then keep its outputs for a rollout's comparison and bin its
         inputs and outputs for drift monitoring (on the inference thread, where
         the batch already is: the event loop never pays for it)."""
+        inputs = stack(parts)
         outputs = self._model.run(instance, inputs, output_names)
         sample = self.output_sample
         if sample is not None:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gateway.batching.assemble import stack
 from gateway.batching.policy import BatchPolicy
 from gateway.batching.queue import BatchQueue
 from gateway.errors import (
@@ -87,9 +88,9 @@ class FakeModel:
         self.fail_when: Callable[[np.ndarray], bool] = lambda x: False
 
     async def run(
-        self, instance: int, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+        self, instance: int, parts: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]
     ) -> list[np.ndarray]:
-        x = inputs["x"]
+        x = stack(parts)["x"]
         self.batches.append(x.copy())
         self.running += 1
         self.max_running = max(self.max_running, self.running)
@@ -626,7 +627,7 @@ def test_outputs_that_cannot_be_split_fail_the_batch() -> None:
         gate = asyncio.Event()
 
         async def scalar_model(
-            instance: int, inputs: Mapping[str, np.ndarray], names: Sequence[str]
+            instance: int, parts: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]
         ) -> list[np.ndarray]:
             await gate.wait()
             return [np.array(1.0, np.float32)]  # rank 0: no rows to split
