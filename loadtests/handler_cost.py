@@ -288,7 +288,7 @@ def _pair(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["mlp", "wide"])
-    parser.add_argument("--variants", nargs="+", default=VARIANTS[1:], choices=VARIANTS[1:])
+    parser.add_argument("--variants", nargs="*", default=VARIANTS[1:], choices=VARIANTS[1:])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=10_000, help="per round")
     parser.add_argument("--rounds", type=int, default=6)
